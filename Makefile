@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both (re)build .venv/ when it is
+# missing or older than any dependency file; otherwise setup is a no-op.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.geo-rs-installed
+DEPS    := setup.py requirements.txt constraints.txt scripts/setup_env.sh
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): $(DEPS)
+	@bash scripts/setup_env.sh "$(PY)" "$(VENV)"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/geo-rs sdf parts --res 128 --sigma 1.5 --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check geo_rs nerf keypoint scripts tests bench
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""keypoint — heatmap keypoint detectors, box detectors and their verification."""

@@ -1,0 +1,1 @@
+"""nerf — a smoothed voxel radiance field whose geometry is a certified (weak) SDF."""
