@@ -1,0 +1,160 @@
+"""Weak (certified) signed distance functions from occupancy grids.
+
+``weak_sdf(occ, σ, h)`` = σ·h·Φ⁻¹(f̂) with f̂ = ``gaussian_blur3d(occ, σ)`` (σ in voxels, h the voxel
+size): world units, **positive inside** (f̂ > ½), negative outside, finite everywhere.
+
+What is certified: with the default ``kernel="integrated"`` blur, f̂ at a voxel centre is the
+Gaussian smoothing (std σ·h in world units) of the box-voxelised occupancy, up to truncation and
+rounding. By randomized smoothing (Cohen et al. 2019, the MCR ↔ SDF link of Pérez S. et al.),
+|weak SDF(x)| is then a lower bound on the distance from x to the surface {f̂ = ½} of the
+*smoothed* shape — not of the original shape: smoothing shrinks convex parts and erases parts
+thinner than about σ. For a half-space the bound is tight (weak SDF = exact SDF).
+
+Soundness margin: the blur is truncated at r = int(4σ + ½) voxels and computed in floating point,
+so the computed f̂ differs from the true one by at most ε = :func:`blur_slack` (Gaussian mass
+outside the kernel + a rounding allowance; ≈ 2e-5–7e-5 in float32). The radius is taken at the end
+of [f̂ − ε, f̂ + ε] nearest to ½, so it never claims more than the true f̂ certifies — in particular
+nothing beyond the kernel's reach (a naive Φ⁻¹ of a truncated blur reports 8σ far from a shape the
+kernel cannot see, which is false). Hence |weak SDF| ≤ :func:`weak_sdf_max_radius` ≈ 3.8σh–4.1σh
+(finite; gradients are zero where the margin saturates) and the weak SDF is 0 within ~1e-4σ of
+the smoothed surface. Φ⁻¹ is evaluated as √2·erfinv(2p − 1), 3× faster than ``ndtri`` on CPU.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .blur import _check_sigma, _prepare, blur_radius, gaussian_blur3d
+from .errors import UserError
+
+__all__ = ["WeakSDF", "blur_slack", "weak_sdf", "weak_sdf_from_smoothed", "weak_sdf_max_radius"]
+
+
+def _check_voxel_size(voxel_size: float) -> None:
+    try:
+        ok = float(voxel_size) > 0 and math.isfinite(float(voxel_size))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"voxel_size must be a finite number > 0 (world units), got {voxel_size!r}")
+
+
+def _check_probabilities(p: torch.Tensor, what: str) -> None:
+    if p.numel() == 0:
+        return
+    lo, hi = torch.aminmax(p.detach())
+    lo, hi = float(lo), float(hi)
+    if math.isnan(lo) or math.isnan(hi):
+        raise UserError(f"{what} contains NaN (shape {tuple(p.shape)})")
+    if lo < 0 or hi > 1:
+        raise UserError(f"{what} must lie in [0, 1]; got range [{lo:.6g}, {hi:.6g}]")
+
+
+def blur_slack(sigma: float, truncate: float = 4.0, kernel: str = "integrated",
+               dtype: torch.dtype = torch.float32) -> float:
+    """Bound ε on |f̂_computed − f̂_true| in probability units, for the soundness margin of weak SDFs.
+
+    ε = (Gaussian mass outside the truncated 3-D kernel) + (floating-point rounding allowance of
+    3 passes of 2r+1 taps plus Φ⁻¹'s argument). The mass outside is 1 − (1 − 2Φ(−(r+½)/σ))³; for the
+    default 4σ truncation ε ≈ 2e-5 (σ = 1) to 6e-5 (σ ≥ 2) in float32.
+    """
+    from scipy.special import ndtr
+
+    r = blur_radius(sigma, truncate)
+    inside_1d = 1.0 - 2.0 * float(ndtr(-(r + 0.5) / float(sigma)))
+    tail = 1.0 - inside_1d**3
+    eps = torch.finfo(dtype).eps
+    return tail + (3 * (2 * r + 1) + 8) * eps
+
+
+def weak_sdf_max_radius(sigma: float, voxel_size: float = 1.0, truncate: float = 4.0,
+                        kernel: str = "integrated", dtype: torch.dtype = torch.float32) -> float:
+    """Largest |weak SDF| that :func:`weak_sdf` can return: σ·h·Φ⁻¹(1 − ε), ε = :func:`blur_slack`.
+
+    About 3.8σ–4.1σ voxels for the default 4σ truncation (a value claimed beyond the kernel's reach
+    would not be certified: the truncated blur cannot see shapes farther away).
+    """
+    from scipy.special import ndtri
+
+    eps = blur_slack(sigma, truncate, kernel, dtype)
+    return float(sigma) * float(voxel_size) * float(ndtri(1.0 - eps))
+
+
+def weak_sdf_from_smoothed(smoothed: torch.Tensor, sigma_world: float, slack: float = 0.0,
+                           check: bool = True) -> torch.Tensor:
+    """Sound σ_w·Φ⁻¹(f̂) for a smoothed occupancy f̂ known up to ``slack`` (any shape).
+
+    The computed f̂_c of a truncated, renormalised blur satisfies f̂ ∈ [a, a + ε] with a = f̂_c·(1 − ε)
+    (ε = ``slack``). The radius uses the end of that interval nearest to ½: Φ⁻¹(a) where a > ½,
+    Φ⁻¹(a + ε) where a + ε < ½, else 0 — never more than the true f̂ certifies. ``slack`` is raised to
+    at least 8 ulps of the dtype so the result is always finite. ``sigma_world`` is the smoothing std
+    in world units (σ voxels × voxel size). Differentiable; in place on one fresh buffer when no
+    gradient is needed.
+    """
+    _check_sigma(sigma_world, 1.0)
+    smoothed = torch.as_tensor(smoothed)
+    if not smoothed.is_floating_point():
+        smoothed = smoothed.to(torch.get_default_dtype())
+    if check:
+        _check_smoothed(smoothed)
+    eps = max(float(slack), 8 * torch.finfo(smoothed.dtype).eps)
+    if not eps < 0.5:
+        raise UserError(f"slack must be < 0.5 to certify anything, got {slack}")
+    scale = float(sigma_world) * math.sqrt(2.0)
+    if torch.is_grad_enabled() and smoothed.requires_grad:
+        a = smoothed * (1 - eps)
+        q = a + (0.5 - a).clamp(0, eps)
+        return scale * torch.erfinv(2 * q - 1)
+    a = smoothed.detach().mul(1 - eps)
+    a.add_((0.5 - a).clamp_(0, eps))              # q = a + clamp(½ − a, 0, ε): nearest end to ½
+    # Rounding can leave q a hair outside [ε, 1 − ε]; keep Φ⁻¹'s argument strictly inside (−1, 1).
+    a.clamp_(eps / 2, 1 - eps / 2)
+    return a.mul_(2).sub_(1).erfinv_().mul_(scale)
+
+
+def weak_sdf(occupancy: torch.Tensor, sigma: float, voxel_size: float, truncate: float = 4.0,
+             kernel: str = "integrated", check: bool = True, method: str = "auto") -> torch.Tensor:
+    """Certified weak SDF of an occupancy grid: σ·voxel_size·Φ⁻¹(gaussian_blur3d(occupancy, σ)).
+
+    Args:
+        occupancy: (..., X, Y, Z) values in [0, 1] (bool allowed), any device; grad flows through.
+        sigma: smoothing std in **voxels** (> 0).
+        voxel_size: edge length of a voxel in world units (> 0).
+        truncate, kernel, method: passed to :func:`geo_rs.gaussian_blur3d`.
+        check: raise :class:`UserError` on NaN or values outside [0, 1] (one reduction pass).
+
+    Returns:
+        (..., X, Y, Z) tensor in world units: > 0 inside, < 0 outside, |·| ≤ max_radius_sigmas·σ·h.
+
+    Example:
+        >>> occ = torch.zeros(16, 16, 16); occ[:8] = 1      # half-space x < 7.5 voxels
+        >>> s = weak_sdf(occ, sigma=2.0, voxel_size=0.1)
+        >>> round(float(s[7, 8, 8]), 3), round(float(s[8, 8, 8]), 3)   # ±half a voxel
+        (0.05, -0.05)
+    """
+    occupancy = _prepare(occupancy)
+    _check_sigma(sigma, truncate)
+    _check_voxel_size(voxel_size)
+    if check:
+        _check_probabilities(occupancy, "occupancy")
+    smoothed = gaussian_blur3d(occupancy, sigma, truncate=truncate, kernel=kernel, method=method)
+    slack = blur_slack(sigma, truncate, kernel, smoothed.dtype)
+    return weak_sdf_from_smoothed(smoothed, float(sigma) * float(voxel_size), slack=slack, check=False)
+
+
+class WeakSDF(torch.nn.Module):
+    """``nn.Module`` wrapper: occupancy grid (..., X, Y, Z) → weak SDF in world units."""
+
+    def __init__(self, sigma: float, voxel_size: float, truncate: float = 4.0,
+                 kernel: str = "integrated") -> None:
+        super().__init__()
+        _check_sigma(sigma, truncate)
+        _check_voxel_size(voxel_size)
+        self.sigma, self.voxel_size, self.truncate, self.kernel = float(sigma), float(voxel_size), truncate, kernel
+
+    def forward(self, occupancy: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return weak_sdf(occupancy, self.sigma, self.voxel_size, self.truncate, self.kernel, check=False)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma} voxels, voxel_size={self.voxel_size}, kernel={self.kernel!r}"

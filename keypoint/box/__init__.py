@@ -1,0 +1,1 @@
+"""keypoint.box — single-box detectors and their IoU verification (IBP-IoU paper reproduction)."""

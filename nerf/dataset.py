@@ -1,0 +1,177 @@
+"""Loader for the NeRF-synthetic (Blender) layout.
+
+``root/transforms_{split}.json`` holds ``camera_angle_x`` (horizontal field of view, radians) and
+``frames``, each with ``file_path`` (relative to ``root``, usually without extension, e.g.
+``./train/r_0``) and a 4×4 camera-to-world ``transform_matrix`` (OpenGL axes: camera looks down −z,
+y up). Images are RGBA PNGs composited on a white background (``rgb·a + (1 − a)``).
+
+Optional geo-rs extension ``root/scene.json``: ``bounds`` (scene box) and ``gt_mesh`` (file name of
+the ground-truth surface). Without it the box defaults to [−1.5, 1.5]³, which holds the original
+Blender scenes.
+
+Every problem with the files raises :class:`geo_rs.UserError` naming the file and frame.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geo_rs import UserError
+
+from .cameras import focal_from_angle
+
+__all__ = ["Views", "SceneInfo", "load_blender", "load_scene_info", "DEFAULT_BOUNDS"]
+
+DEFAULT_BOUNDS = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
+
+
+@dataclass
+class Views:
+    """Posed images of one split.
+
+    Attributes:
+        images: (N, H, W, 3) float32 in [0, 1], composited on white.
+        c2w: (N, 4, 4) float32 camera-to-world (OpenGL axes).
+        focal: focal length in pixels; height, width: image size.
+        names: the frames' ``file_path`` entries.
+    """
+
+    images: torch.Tensor
+    c2w: torch.Tensor
+    focal: float
+    height: int
+    width: int
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class SceneInfo:
+    """Scene box (min, max) and, when known, the ground-truth mesh path."""
+
+    bounds: tuple[tuple[float, ...], tuple[float, ...]]
+    gt_mesh: Path | None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object at top level, got {type(data).__name__}")
+    return data
+
+
+def _image_path(root: Path, file_path: str) -> Path:
+    p = root / file_path
+    if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        return p
+    return p.with_name(p.name + ".png")
+
+
+def _load_image(path: Path, where: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UserError(f"{where}: image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{where}: cannot read image {path}: {exc}") from exc
+    return arr
+
+
+def load_blender(root: str | Path, split: str = "train", half_res: bool = False,
+                 max_views: int | None = None) -> Views:
+    """Load one split of a Blender-layout scene.
+
+    Args:
+        root: folder holding ``transforms_{split}.json``.
+        split: train | val | test.
+        half_res: halve width and height (2×2 area average of the premultiplied colours) and focal.
+        max_views: keep the first ``max_views`` frames only.
+
+    Example:
+        >>> views = load_blender("runs/scene_lego", "test")   # doctest: +SKIP
+        >>> views.images.shape                                  # doctest: +SKIP
+        torch.Size([20, 100, 100, 3])
+    """
+    root = Path(root)
+    path = root / f"transforms_{split}.json"
+    meta = _read_json(path)
+    if "camera_angle_x" not in meta:
+        raise UserError(f"{path}: missing field 'camera_angle_x'")
+    try:
+        angle = float(meta["camera_angle_x"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: camera_angle_x must be a number, got {meta['camera_angle_x']!r}") from exc
+    if not (0 < angle < math.pi):
+        raise UserError(f"{path}: camera_angle_x must lie in (0, π) radians, got {angle}")
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise UserError(f"{path}: field 'frames' must be a non-empty list")
+    if max_views is not None:
+        frames = frames[:max_views]
+    images, mats, names = [], [], []
+    for i, fr in enumerate(frames):
+        where = f"{path}: frame {i}"
+        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
+            raise UserError(f"{where}: needs 'file_path' and 'transform_matrix'")
+        where = f"{path}: frame {i} ({fr['file_path']!r})"
+        try:
+            mat = np.asarray(fr["transform_matrix"], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{where}: transform_matrix is not a numeric 4x4 matrix") from exc
+        if mat.shape != (4, 4):
+            raise UserError(f"{where}: transform_matrix must be 4x4, got shape {list(mat.shape)}")
+        if not np.isfinite(mat).all():
+            raise UserError(f"{where}: transform_matrix has non-finite entries")
+        if not np.allclose(mat[3], [0, 0, 0, 1], atol=1e-4):
+            raise UserError(f"{where}: transform_matrix last row must be [0, 0, 0, 1], got {mat[3].tolist()}")
+        img = _load_image(_image_path(root, str(fr["file_path"])), where)
+        if images and img.shape != images[0].shape:
+            raise UserError(f"{where}: image size {img.shape[1]}x{img.shape[0]} differs from frame 0's "
+                            f"{images[0].shape[1]}x{images[0].shape[0]}")
+        images.append(img)
+        mats.append(mat)
+        names.append(str(fr["file_path"]))
+    rgba = torch.from_numpy(np.stack(images))
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])  # composite on white
+    height, width = rgb.shape[1:3]
+    focal = focal_from_angle(width, angle)
+    if half_res:
+        if height < 2 or width < 2:
+            raise UserError(f"{path}: images of {width}x{height} are too small for half_res")
+        rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).contiguous()
+        focal *= (width // 2) / width
+        height, width = height // 2, width // 2
+    return Views(rgb.float(), torch.tensor(np.stack(mats), dtype=torch.float32), focal, height, width, names)
+
+
+def load_scene_info(root: str | Path) -> SceneInfo:
+    """Scene box and ground-truth mesh from ``scene.json`` (defaults when absent)."""
+    root = Path(root)
+    path = root / "scene.json"
+    if not path.exists():
+        gt = root / "mesh_gt.ply"
+        return SceneInfo(DEFAULT_BOUNDS, gt if gt.exists() else None)
+    info = _read_json(path)
+    b = np.asarray(info.get("bounds", DEFAULT_BOUNDS), dtype=np.float64)
+    if b.shape != (2, 3) or not np.all(b[1] > b[0]):
+        raise UserError(f"{path}: 'bounds' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min")
+    gt = info.get("gt_mesh")
+    gt_path = (root / gt) if gt else None
+    if gt_path is not None and not gt_path.exists():
+        raise UserError(f"{path}: gt_mesh {gt_path} not found")
+    return SceneInfo((tuple(b[0].tolist()), tuple(b[1].tolist())), gt_path)
