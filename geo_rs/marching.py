@@ -41,7 +41,8 @@ def extract_mesh(grid: VoxelGrid, level: float = 0.0):
 
     vol = grid.values.detach().cpu().double().numpy()
     if not np.isfinite(vol).all():
-        raise UserError(f"grid values contain NaN/inf ({int((~np.isfinite(vol)).sum())} voxels); cannot extract a mesh")
+        bad = int((~np.isfinite(vol)).sum())
+        raise UserError(f"grid values contain NaN/inf ({bad} voxels); cannot extract a mesh")
     lo, hi = float(vol.min()), float(vol.max())
     if not (lo < level < hi):
         raise UserError(f"no surface at level {level}: grid values range over [{lo:.4g}, {hi:.4g}]")
@@ -60,7 +61,8 @@ def export_mesh(mesh, path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".ply", ".obj", ".stl", ".off"):
-        raise UserError(f"unsupported mesh export format '{path.suffix}' for {path} (use .ply, .obj, .stl, .off)")
+        raise UserError(f"unsupported mesh export format '{path.suffix}' for {path} "
+                        "(use .ply, .obj, .stl, .off)")
     path.parent.mkdir(parents=True, exist_ok=True)
     mesh.export(path)
     return path

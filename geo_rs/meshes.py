@@ -57,7 +57,8 @@ def load_mesh(source: str | Path):
     if path.is_dir():
         raise UserError(f"expected a mesh file, got a directory: {path}")
     if path.suffix.lower() not in MESH_SUFFIXES:
-        raise UserError(f"unsupported mesh format '{path.suffix}' for {path} (use {', '.join(MESH_SUFFIXES)})")
+        raise UserError(f"unsupported mesh format '{path.suffix}' for {path} "
+                        f"(use {', '.join(MESH_SUFFIXES)})")
     try:
         mesh = trimesh.load(path, force="mesh", process=True)
     except Exception as exc:  # trimesh raises many types for corrupt files  # noqa: BLE001

@@ -70,27 +70,28 @@ def blur_slack(sigma: float, truncate: float = 4.0, kernel: str = "integrated",
 
 def weak_sdf_max_radius(sigma: float, voxel_size: float = 1.0, truncate: float = 4.0,
                         kernel: str = "integrated", dtype: torch.dtype = torch.float32) -> float:
-    """Largest |weak SDF| that :func:`weak_sdf` can return: σ·h·Φ⁻¹(1 − ε), ε = :func:`blur_slack`.
+    """Largest |weak SDF| that :func:`weak_sdf` returns: ≈ σ·h·Φ⁻¹(1 − ε), ε = :func:`blur_slack`.
 
-    About 3.8σ–4.1σ voxels for the default 4σ truncation (a value claimed beyond the kernel's reach
-    would not be certified: the truncated blur cannot see shapes farther away).
+    Evaluated through the same floating-point path as :func:`weak_sdf` (on f̂ = 1 and f̂ = 0), so
+    it is the exact extreme. About 3.7σh–4.1σh for the default 4σ truncation: a value claimed beyond
+    the kernel's reach would not be certified (the truncated blur cannot see shapes farther away).
     """
-    from scipy.special import ndtri
-
     eps = blur_slack(sigma, truncate, kernel, dtype)
-    return float(sigma) * float(voxel_size) * float(ndtri(1.0 - eps))
+    ends = weak_sdf_from_smoothed(torch.tensor([0.0, 1.0], dtype=dtype), float(sigma) * float(voxel_size),
+                                  slack=eps, check=False)
+    return float(ends.abs().max())
 
 
 def weak_sdf_from_smoothed(smoothed: torch.Tensor, sigma_world: float, slack: float = 0.0,
-                           check: bool = True) -> torch.Tensor:
+                           check: bool = True, inplace: bool = False) -> torch.Tensor:
     """Sound σ_w·Φ⁻¹(f̂) for a smoothed occupancy f̂ known up to ``slack`` (any shape).
 
     The computed f̂_c of a truncated, renormalised blur satisfies f̂ ∈ [a, a + ε] with a = f̂_c·(1 − ε)
     (ε = ``slack``). The radius uses the end of that interval nearest to ½: Φ⁻¹(a) where a > ½,
     Φ⁻¹(a + ε) where a + ε < ½, else 0 — never more than the true f̂ certifies. ``slack`` is raised to
     at least 8 ulps of the dtype so the result is always finite. ``sigma_world`` is the smoothing std
-    in world units (σ voxels × voxel size). Differentiable; in place on one fresh buffer when no
-    gradient is needed.
+    in world units (σ voxels × voxel size). Differentiable. Without gradients it works in place on
+    one buffer — ``smoothed`` itself when ``inplace=True``.
     """
     _check_sigma(sigma_world, 1.0)
     smoothed = torch.as_tensor(smoothed)
@@ -102,15 +103,36 @@ def weak_sdf_from_smoothed(smoothed: torch.Tensor, sigma_world: float, slack: fl
     if not eps < 0.5:
         raise UserError(f"slack must be < 0.5 to certify anything, got {slack}")
     scale = float(sigma_world) * math.sqrt(2.0)
+    # Work with y = 2q − 1 (erfinv's argument): y₀ = 2·clamp(f̂, 0, 1)·(1 − ε) − 1, and below zero
+    # move it by 2ε towards 0 without crossing it: y = max(y₀, min(y₀ + 2ε, 0)).
     if torch.is_grad_enabled() and smoothed.requires_grad:
-        a = smoothed * (1 - eps)
-        q = a + (0.5 - a).clamp(0, eps)
-        return scale * torch.erfinv(2 * q - 1)
-    a = smoothed.detach().mul(1 - eps)
-    a.add_((0.5 - a).clamp_(0, eps))              # q = a + clamp(½ − a, 0, ε): nearest end to ½
-    # Rounding can leave q a hair outside [ε, 1 − ε]; keep Φ⁻¹'s argument strictly inside (−1, 1).
-    a.clamp_(eps / 2, 1 - eps / 2)
-    return a.mul_(2).sub_(1).erfinv_().mul_(scale)
+        y0 = smoothed.clamp(0, 1) * (2 * (1 - eps)) - 1
+        y = torch.maximum(y0, (y0 + 2 * eps).clamp(max=0))
+        return scale * torch.erfinv(y)
+    y = smoothed.detach()
+    if not (inplace and y.is_contiguous()):
+        y = y.clone(memory_format=torch.contiguous_format)
+    # Whole-tensor ops (8 passes): few parallel regions, which matters on a busy machine where every
+    # OpenMP barrier costs milliseconds; erfinv dominates anyway.
+    y.clamp_(0, 1).mul_(2 * (1 - eps)).sub_(1)
+    t = torch.add(y, 2 * eps).clamp_(max=0)
+    torch.maximum(y, t, out=y)
+    del t
+    y.erfinv_().mul_(scale)
+    return y
+
+
+def _check_smoothed(p: torch.Tensor) -> None:
+    # Blur rounding can leave values a few ulps outside [0, 1]; only NaN and gross violations are errors.
+    if p.numel() == 0:
+        return
+    lo, hi = torch.aminmax(p.detach())
+    lo, hi = float(lo), float(hi)
+    if math.isnan(lo) or math.isnan(hi):
+        raise UserError(f"smoothed occupancy contains NaN (shape {tuple(p.shape)})")
+    tol = 64 * torch.finfo(p.dtype).eps
+    if lo < -tol or hi > 1 + tol:
+        raise UserError(f"smoothed occupancy must lie in [0, 1]; got range [{lo:.6g}, {hi:.6g}]")
 
 
 def weak_sdf(occupancy: torch.Tensor, sigma: float, voxel_size: float, truncate: float = 4.0,
@@ -140,7 +162,9 @@ def weak_sdf(occupancy: torch.Tensor, sigma: float, voxel_size: float, truncate:
         _check_probabilities(occupancy, "occupancy")
     smoothed = gaussian_blur3d(occupancy, sigma, truncate=truncate, kernel=kernel, method=method)
     slack = blur_slack(sigma, truncate, kernel, smoothed.dtype)
-    return weak_sdf_from_smoothed(smoothed, float(sigma) * float(voxel_size), slack=slack, check=False)
+    # The blur's output is a fresh tensor: without autograd it can be overwritten in place.
+    return weak_sdf_from_smoothed(smoothed, float(sigma) * float(voxel_size), slack=slack, check=False,
+                                  inplace=True)
 
 
 class WeakSDF(torch.nn.Module):
@@ -151,7 +175,8 @@ class WeakSDF(torch.nn.Module):
         super().__init__()
         _check_sigma(sigma, truncate)
         _check_voxel_size(voxel_size)
-        self.sigma, self.voxel_size, self.truncate, self.kernel = float(sigma), float(voxel_size), truncate, kernel
+        self.sigma, self.voxel_size = float(sigma), float(voxel_size)
+        self.truncate, self.kernel = truncate, kernel
 
     def forward(self, occupancy: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return weak_sdf(occupancy, self.sigma, self.voxel_size, self.truncate, self.kernel, check=False)

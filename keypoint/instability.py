@@ -19,6 +19,8 @@ intersection of their boxes cannot be attributed by position alone. Our reading 
 4. **Geometric cue** ("the inferred node's distance to certain fixed nodes should not change greatly
    among targets of the same category"): a debatable node assigned to slot *k* of object *o* pays
    ``geo_weight·‖p_j − T_o(t_k)‖² / (2 (geo_sigma·s_o)²)`` with ``s_o`` the object's box size.
+   A node's *outlier* option costs ``outlier_cost`` — for debatable nodes at most
+   ``max_o −log p(not this object)``, the identification head's evidence that it is foreign to all.
 5. **Count constraint** ("the number of total nodes should equal the predefined number of each
    category"): one global assignment — debatable nodes × free (object, slot) pairs plus an
    *outlier* option per node — solved exactly with ``scipy.optimize.linear_sum_assignment``. A
@@ -210,8 +212,9 @@ def group_nodes_lis(node_xy, node_score, boxes, logp, num_keypoints: list[int],
         templates: per object (!) the (K_o, 2) category template, or None (no geometric cue).
         geo_weight, geo_sigma: weight and scale (fraction of the box size) of the geometric cue.
         outlier_cost: cost of declaring a node an outlier (nats; compare with −log p).
-        use_outlier_class: add ``−log p(not this object)`` of the node's best object to the
-            outlier option's cost, so the learned "foreign node" evidence is used.
+        use_outlier_class: for debatable nodes, the outlier option costs
+            ``min(outlier_cost, max_o −log p(not this object | j, o))`` — the learned evidence that the
+            node belongs to none of the boxes it lies in. Fixed nodes always pay ``outlier_cost``.
     """
     node_xy, node_score, boxes, logp = _check_inputs(node_xy, node_score, boxes, logp, num_keypoints)
     m, n_obj = len(node_xy), len(boxes)
@@ -231,10 +234,8 @@ def group_nodes_lis(node_xy, node_score, boxes, logp, num_keypoints: list[int],
             continue
         cost = np.full((len(cand), k + len(cand)), _BIG)
         cost[:, :k] = -logp[cand, o, :k]
-        out_cost = np.full(len(cand), outlier_cost)
-        if use_outlier_class:
-            out_cost = np.minimum(out_cost, -logp[cand, o, k])
-        cost[np.arange(len(cand)), k + np.arange(len(cand))] = out_cost
+        # fixed nodes lie in no other box: only a poor slot match (spurious peak) makes them outliers
+        cost[np.arange(len(cand)), k + np.arange(len(cand))] = outlier_cost
         r, c = _match(cost)
         is_slot = c < k
         node_index[o][c[is_slot]] = cand[r[is_slot]]

@@ -11,7 +11,7 @@ objects, so it trains on whole images. Config layout (``configs/keypoint/klpnet*
            train_seed: 0, val_seed: 1000, train_json: null, val_json: null}
     model: {type: klpnet, num_stages: 3, ...}   # keypoint.models.klpnet.KLPNET_DEFAULTS
     train: {epochs: 12, batch_size: 8, lr: 0.002, weight_decay: 0.0001, num_threads: 1,
-            max_minutes: null, log_every: 10}
+            max_minutes: null, log_every: 10, graph_lr_mult: 5.0}   # GAE lr = lr × graph_lr_mult
     eval: {alpha: 0.1, boxes: gt}             # gt = oracle boxes (paper's PCK protocol) | detector
 
 Checkpoint: ``format`` = ``"geo-rs-klpnet/1"``, ``config``, ``categories``, ``state_dict``,
@@ -28,8 +28,8 @@ Metrics (:func:`evaluate_klpnet`), each with and without the Location Instabilit
   positive iff both nodes match (within α·box size, Hungarian) ground-truth keypoints of that object
   that the category's skeleton links; ``edge_recall`` / ``edge_precision`` of the thresholded links
   against the skeleton edges whose both ends are labelled in the image;
-* ``gt_link_auc`` / ``gt_link_ap`` — the link predictor alone on ground-truth nodes (training-style
-  graphs, every non-skeleton pair a negative);
+* ``gt_link_auc`` / ``gt_link_ap`` — the link predictor alone on each object's ground-truth
+  keypoints (every non-skeleton pair a negative);
 * ``debatable_nodes`` and ``debatable_correct`` — nodes in several boxes and the fraction attributed
   to the right object (or rejected when they match no object).
 
@@ -69,7 +69,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
              "train_seed": 0, "val_seed": 1000, "train_json": None, "val_json": None},
     "model": {"type": "klpnet"},
     "train": {"epochs": 12, "batch_size": 8, "lr": 2e-3, "weight_decay": 1e-4, "num_threads": None,
-              "max_minutes": None, "log_every": 10},
+              "max_minutes": None, "log_every": 10, "graph_lr_mult": 5.0},
     "eval": {"alpha": 0.1, "boxes": "gt"},
 }
 
@@ -228,8 +228,14 @@ def train_klpnet(cfg: dict, resume: bool = True, progress: bool = True, evaluate
     steps_per_epoch = max(1, n // bs)
     epochs = int(t_cfg["epochs"])
     total_steps = epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=float(t_cfg["lr"]),
-                            weight_decay=float(t_cfg["weight_decay"]))
+    # the small graph auto-encoder learns from few nodes per step: it gets a larger learning rate
+    graph_params = list(model.gae.parameters()) + [model.prototypes]
+    graph_ids = {id(p) for p in graph_params}
+    lr = float(t_cfg["lr"])
+    opt = torch.optim.AdamW(
+        [{"params": [p for p in model.parameters() if id(p) not in graph_ids], "lr": lr},
+         {"params": graph_params, "lr": lr * float(t_cfg["graph_lr_mult"])}],
+        weight_decay=float(t_cfg["weight_decay"]))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     ckpt_path = out_dir / "last.pt"
@@ -519,7 +525,7 @@ def gt_node_link_metrics(model: KLPNet, data: KeypointData, batch_size: int = 16
         imgs = torch.stack([torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1) for s in chunk])
         out = model(imgs.float().to(device))
         objs = [[o for o in _objects_of(s) if o["category_id"] in model.cat_index] for s in chunk]
-        g = model.training_graph(out, objs, jitter=False)
+        g = model.training_graph(out, objs, jitter=False, include_foreign=False)
         if g is None:
             continue
         z = model.gae(g["x"], object_adjacency(g["gid"], g["xy_norm"]), g["cat"]).z

@@ -220,6 +220,7 @@ def train(cfg: dict, resume: bool = True, progress: bool = True, evaluate_after:
     deadline = None if not t_cfg["max_minutes"] else time.time() + 60 * float(t_cfg["max_minutes"])
     model.train()
     stopped_early = False
+    epochs_run = start_epoch
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
         perm = torch.randperm(n, generator=gen)
@@ -246,12 +247,13 @@ def train(cfg: dict, resume: bool = True, progress: bool = True, evaluate_after:
                 stopped_early = True
                 break
         elapsed += time.time() - t0
-        _save_checkpoint(ckpt_path, cfg, model, layout, opt, sched, epoch + 1, history, elapsed)
+        epochs_run = epoch + 1
+        _save_checkpoint(ckpt_path, cfg, model, layout, opt, sched, epochs_run, history, elapsed)
         if stopped_early:
             print(f"time budget of {t_cfg['max_minutes']} min reached after epoch {epoch + 1}")
             break
     _save_loss_plot(history, out_dir / "loss.png", cfg["name"])
-    summary = {"name": cfg["name"], "model": model.config, "train_instances": n, "epochs_run": epoch + 1,
+    summary = {"name": cfg["name"], "model": model.config, "train_instances": n, "epochs_run": epochs_run,
                "train_seconds": round(elapsed, 1), "final_loss": history[-1]["loss"] if history else None,
                "checkpoint": str(ckpt_path)}
     if evaluate_after:

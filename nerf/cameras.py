@@ -6,6 +6,7 @@ down its **−z** axis, y is up in the image. Pixel (row v, column u) has its ce
 (u + ½, v + ½) in pixel units; the focal length is ``0.5 * W / tan(0.5 * camera_angle_x)``.
 World is z-up for the cameras we generate (as in Blender).
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,11 @@ def sphere_directions(n: int, mode: str = "fibonacci", seed: int = 0, hemisphere
 def orbit_cameras(directions: np.ndarray, radius: float, target: np.ndarray | None = None) -> np.ndarray:
     """Camera-to-world matrices (n, 4, 4) at ``target + radius * direction`` looking at ``target``."""
     target = np.zeros(3) if target is None else np.asarray(target, dtype=np.float64)
-    return np.stack([look_at(target + radius * d, target) for d in directions]) if len(directions) else \
-        np.zeros((0, 4, 4))
+    return (
+        np.stack([look_at(target + radius * d, target) for d in directions])
+        if len(directions)
+        else np.zeros((0, 4, 4))
+    )
 
 
 def pixel_rays(
@@ -105,7 +109,9 @@ def pixel_rays(
     v, u = torch.meshgrid(
         torch.arange(height, device=dev, dtype=dt), torch.arange(width, device=dev, dtype=dt), indexing="ij"
     )
-    cam = torch.stack([(u + 0.5 - 0.5 * width) / focal, -(v + 0.5 - 0.5 * height) / focal, -torch.ones_like(u)], -1)
+    cam = torch.stack(
+        [(u + 0.5 - 0.5 * width) / focal, -(v + 0.5 - 0.5 * height) / focal, -torch.ones_like(u)], -1
+    )
     rot = c2w[..., :3, :3]
     dirs = torch.einsum("...ij,hwj->...hwi", rot, cam)
     if normalize:

@@ -1,4 +1,5 @@
 """Checkpoints: model, optimiser, step, and every RNG state, so that resuming continues identically."""
+
 from __future__ import annotations
 
 import random
@@ -14,8 +15,12 @@ __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint"]
 
 def rng_state(generator: torch.Generator) -> dict:
     """Global torch / numpy / python RNG states plus the trainer's own ``generator``."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "generator": generator.get_state()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "generator": generator.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -1,4 +1,5 @@
 """``geo-rs nerf make-scene | train | extract-mesh | demo``."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,11 @@ __all__ = ["register"]
 
 def register(subparsers) -> None:
     """Add ``nerf`` and its sub-commands to the ``geo-rs`` parser."""
-    p = subparsers.add_parser("nerf", help="smoothed voxel radiance fields with certified-SDF geometry",
-                              description="Smoothed voxel radiance fields whose geometry is a certified weak SDF.")
+    p = subparsers.add_parser(
+        "nerf",
+        help="smoothed voxel radiance fields with certified-SDF geometry",
+        description="Smoothed voxel radiance fields whose geometry is a certified weak SDF.",
+    )
     sub = p.add_subparsers(dest="nerf_command", metavar="NERF_COMMAND")
     sub.required = True
 
@@ -35,13 +39,17 @@ def register(subparsers) -> None:
     t.add_argument("--model", choices=["smoothed", "plain"], help="override the config's model")
     t.add_argument("--steps", type=int, help="override the number of training steps")
     t.add_argument("--seed", type=int)
-    t.add_argument("--time-limit", type=float, dest="time_limit_s", help="stop training after this many seconds")
+    t.add_argument(
+        "--time-limit", type=float, dest="time_limit_s", help="stop training after this many seconds"
+    )
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("extract-mesh", help="marching cubes of a checkpoint's weak SDF (+ metrics if GT known)")
+    e = sub.add_parser(
+        "extract-mesh", help="marching cubes of a checkpoint's weak SDF (+ metrics if GT known)"
+    )
     e.add_argument("checkpoint")
     e.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     e.set_defaults(func=_extract)
@@ -58,10 +66,20 @@ def _make_scene(args: argparse.Namespace) -> int:
     from .scene import make_scene
 
     t0 = time.perf_counter()
-    out = make_scene(args.source, args.out, views=args.views, res=args.res, val_views=args.val_views,
-                     test_views=args.test_views, hemisphere=args.hemisphere, seed=args.seed)
-    print(f"scene written to {out} ({args.views} train / {args.val_views} val / {args.test_views} test views "
-          f"at {args.res}x{args.res}, ground truth mesh_gt.ply) in {time.perf_counter() - t0:.1f} s")
+    out = make_scene(
+        args.source,
+        args.out,
+        views=args.views,
+        res=args.res,
+        val_views=args.val_views,
+        test_views=args.test_views,
+        hemisphere=args.hemisphere,
+        seed=args.seed,
+    )
+    print(
+        f"scene written to {out} ({args.views} train / {args.val_views} val / {args.test_views} test views "
+        f"at {args.res}x{args.res}, ground truth mesh_gt.ply) in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
@@ -75,13 +93,20 @@ def _config_from_arg(arg: str, **overrides):
 
 
 def _summarise(report: dict, out: Path) -> None:
-    line = f"test PSNR {report['test_psnr']:.2f} dB, SSIM {report['test_ssim']:.3f}, training {report['train_time_s']:.0f} s"
+    line = (f"test PSNR {report['test_psnr']:.2f} dB, SSIM {report['test_ssim']:.3f}, "
+            f"training {report['train_time_s']:.0f} s")
     mm = report.get("mesh_metrics")
     if mm:
-        line += (f"; mesh Chamfer-L1 {mm['chamfer_l1']:.4f} ({100 * report['chamfer_l1_over_diag']:.2f} % of the "
-                 f"bbox diagonal), normal consistency {mm['normal_consistency']:.3f}, F-score@1% {mm['fscore']:.3f}")
+        line += (
+            f"; mesh Chamfer-L1 {mm['chamfer_l1']:.4f} ({100 * report['chamfer_l1_over_diag']:.2f} % of the "
+            f"bbox diagonal), normal consistency {mm['normal_consistency']:.3f}, "
+            f"F-score@1% {mm['fscore']:.3f}"
+        )
     print(line)
-    print(f"results in {out}: report.json, mesh.ply, sdf_slices.png, renders/r_*_compare.png (GT | render | depth)")
+    print(
+        f"results in {out}: report.json, mesh.ply, sdf_slices.png, "
+        "renders/r_*_compare.png (GT | render | depth)"
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -93,8 +118,14 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(ckpt, out, quiet=args.quiet)
         print(f"resumed from {ckpt} at step {trainer.step}")
     else:
-        cfg = _config_from_arg(args.config_or_scene, model=args.model, steps=args.steps, seed=args.seed,
-                               time_limit_s=args.time_limit_s, threads=args.threads)
+        cfg = _config_from_arg(
+            args.config_or_scene,
+            model=args.model,
+            steps=args.steps,
+            seed=args.seed,
+            time_limit_s=args.time_limit_s,
+            threads=args.threads,
+        )
         trainer = Trainer(cfg, out, quiet=args.quiet)
     trainer.run()
     _summarise(trainer.finalize(), out)
@@ -119,11 +150,13 @@ def _extract(args: argparse.Namespace) -> int:
         field.geometry.alpha = cfg.alpha_end
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     gt = Path(payload["gt_mesh"]) if payload.get("gt_mesh") else None
-    report = extract_and_score(field, out, gt if gt is not None and gt.exists() else None)
+    report = extract_and_score(
+        field, out, gt if gt is not None and gt.exists() else None, n_points=cfg.metric_points
+    )
     if "mesh" not in report:
         raise UserError(f"{args.checkpoint}: no surface to extract ({report.get('mesh_error')})")
     (out / "mesh_report.json").write_text(json.dumps(report, indent=1))
-    msg = f"mesh written to {report['mesh']} ({report['mesh_faces']} faces); SDF cuts in {out / 'sdf_slices.png'}"
+    msg = f"mesh written to {report['mesh']} ({report['mesh_faces']} faces); SDF cuts in {out}/sdf_slices.png"
     if "mesh_metrics" in report:
         mm = report["mesh_metrics"]
         msg += f"; Chamfer-L1 {mm['chamfer_l1']:.4f}, F-score@1% {mm['fscore']:.3f}"
@@ -139,15 +172,24 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg_path = Path(args.config) if args.config else Path(__file__).resolve().parent.parent / "configs" / "nerf_demo.yaml"
+    cfg_path = (
+        Path(args.config)
+        if args.config
+        else Path(__file__).resolve().parent.parent / "configs" / "nerf_demo.yaml"
+    )
     cfg = load_config(cfg_path) if cfg_path.exists() else load_config(None, **DEMO_DEFAULTS)
     out = Path(args.out)
     t0 = time.perf_counter()
     print(f"[1/3] rendering the built-in '{cfg.data}' scene ({cfg.scene_views} views, {cfg.scene_res}px) ...")
     trainer = Trainer(cfg, out, quiet=args.quiet)
-    print(f"[2/3] training the smoothed field ({cfg.steps} steps, grid {cfg.grid_res}, σ = {cfg.sigma_vox} voxel) ...")
+    print(
+        f"[2/3] training the smoothed field ({cfg.steps} steps, grid {cfg.grid_res}, "
+        f"σ = {cfg.sigma_vox} voxel) ..."
+    )
     trainer.run()
-    print("[3/3] rendering test views, extracting the certified-SDF mesh, scoring against the ground truth ...")
+    print(
+        "[3/3] rendering test views, extracting the certified-SDF mesh, scoring against the ground truth ..."
+    )
     report = trainer.finalize()
     _summarise(report, out)
     print(f"total {time.perf_counter() - t0:.0f} s")
@@ -155,6 +197,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # Used when configs/nerf_demo.yaml is not shipped alongside the package (e.g. a wheel install).
-DEMO_DEFAULTS = {"data": "lego", "scene_views": 100, "scene_res": 100, "scene_test_views": 10, "steps": 1500,
-                 "grid_res": 80, "coarse_res": 40, "rays_per_batch": 2048, "eval_every": 500,
-                 "ckpt_every": 500}
+DEMO_DEFAULTS = {
+    "data": "lego",
+    "scene_views": 100,
+    "scene_res": 100,
+    "scene_test_views": 10,
+    "steps": 1500,
+    "grid_res": 80,
+    "coarse_res": 40,
+    "rays_per_batch": 2048,
+    "eval_every": 500,
+    "ckpt_every": 500,
+}

@@ -1,4 +1,5 @@
 """Training configuration: a flat dataclass, loadable from YAML (unknown keys are an error)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,27 +19,27 @@ class NerfConfig:
 
     # data: a Blender-layout folder, or a built-in scene name rendered on the fly into OUT/scene
     data: str = "lego"
-    scene_views: int = 100          # built-in scenes only: training views, image size, test views
+    scene_views: int = 100  # built-in scenes only: training views, image size, test views
     scene_res: int = 100
     scene_test_views: int = 20
     half_res: bool = False
-    bounds: list | None = None      # [[xmin,ymin,zmin],[xmax,ymax,zmax]]; default scene.json / [-1.5,1.5]^3
+    bounds: list | None = None  # [[xmin,ymin,zmin],[xmax,ymax,zmax]]; default scene.json / [-1.5,1.5]^3
 
     # model: "smoothed" (weak-SDF field, the paper) or "plain" (DVGO-like density grid baseline)
     model: str = "smoothed"
-    grid_res: int = 96              # voxel centres along the longest box axis (final)
-    coarse_res: int | None = 48     # coarse-to-fine: start here ...
+    grid_res: int = 96  # voxel centres along the longest box axis (final)
+    coarse_res: int | None = 48  # coarse-to-fine: start here ...
     upsample_at: list = field(default_factory=lambda: [0.3])  # ... and upsample at these fractions of steps
-    color_res: int | None = None    # colour grid resolution (default: grid_res)
-    sigma_vox: float = 1.0          # smoothing σ in final voxels (σ_world = sigma_vox · final voxel)
-    alpha_start: float = 4.0        # occupancy eccentricity α, linearly scheduled ...
+    color_res: int | None = None  # colour grid resolution (default: grid_res)
+    sigma_vox: float = 1.0  # smoothing σ in final voxels (σ_world = sigma_vox · final voxel)
+    alpha_start: float = 4.0  # occupancy eccentricity α, linearly scheduled ...
     alpha_end: float = 24.0
-    alpha_ramp: float = 0.7         # ... over this fraction of the steps
-    f_activation: str = "sigmoid"   # sigmoid | relu
-    theta_init: float = -3.0
-    density_scale: float = 1.0      # κ: density = κ/voxel · (log(1+ε) − log(1+ε−G))
+    alpha_ramp: float = 0.7  # ... over this fraction of the steps
+    f_activation: str = "sigmoid"  # sigmoid | relu
+    theta_init: float = -2.0  # f = 0.12: a faint fog that rendering carves
+    density_scale: float = 1.0  # κ: density = κ/voxel · (log(1+ε) − log(1+ε−G))
     density_eps: float = 1e-6
-    alpha_init: float = 1e-4        # plain baseline: initial opacity of one sample interval
+    alpha_init: float = 1e-4  # plain baseline: initial opacity of one sample interval
     sh_degree: int = 0
 
     # optimisation
@@ -46,18 +47,18 @@ class NerfConfig:
     rays_per_batch: int = 4096
     lr_density: float = 0.1
     lr_color: float = 0.1
-    lr_final_ratio: float = 0.1     # exponential decay to lr · ratio at the last step
-    tv_weight: float = 0.0          # total variation on θ (smoothed) / θ (plain), per voxel
-    step_voxels: float = 0.5        # ray-marching step in (current) voxels
+    lr_final_ratio: float = 0.1  # exponential decay to lr · ratio at the last step
+    tv_weight: float = 0.0  # total variation on θ (smoothed) / θ (plain), per voxel
+    step_voxels: float = 0.5  # ray-marching step in (current) voxels
     seed: int = 0
     time_limit_s: float | None = None  # stop early after this much training time (not deterministic)
 
     # bookkeeping
     eval_every: int = 500
-    eval_views: int = 4             # test views rendered for the periodic PSNR
+    eval_views: int = 4  # test views rendered for the periodic PSNR
     ckpt_every: int = 500
     final_eval_views: int | None = None  # None: all test views
-    mesh_res: int | None = None     # None: the field's own grid
+    metric_points: int = 100_000  # surface samples per mesh for Chamfer / normal consistency / F-score
     threads: int | None = None
 
     def validate(self) -> NerfConfig:
@@ -68,7 +69,9 @@ class NerfConfig:
         if not 0 <= self.sh_degree <= 2:
             raise UserError(f"config: sh_degree must be 0, 1 or 2, got {self.sh_degree}")
         if self.grid_res < 8 or (self.coarse_res is not None and not 8 <= self.coarse_res <= self.grid_res):
-            raise UserError(f"config: need 8 <= coarse_res <= grid_res, got {self.coarse_res}, {self.grid_res}")
+            raise UserError(
+                f"config: need 8 <= coarse_res <= grid_res, got {self.coarse_res}, {self.grid_res}"
+            )
         for name in ("steps", "rays_per_batch", "eval_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")

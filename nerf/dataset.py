@@ -11,6 +11,7 @@ Blender scenes.
 
 Every problem with the files raises :class:`geo_rs.UserError` naming the file and frame.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,9 @@ def _load_image(path: Path, where: str) -> np.ndarray:
     return arr
 
 
-def load_blender(root: str | Path, split: str = "train", half_res: bool = False,
-                 max_views: int | None = None) -> Views:
+def load_blender(
+    root: str | Path, split: str = "train", half_res: bool = False, max_views: int | None = None
+) -> Views:
     """Load one split of a Blender-layout scene.
 
     Args:
@@ -141,8 +143,10 @@ def load_blender(root: str | Path, split: str = "train", half_res: bool = False,
             raise UserError(f"{where}: transform_matrix last row must be [0, 0, 0, 1], got {mat[3].tolist()}")
         img = _load_image(_image_path(root, str(fr["file_path"])), where)
         if images and img.shape != images[0].shape:
-            raise UserError(f"{where}: image size {img.shape[1]}x{img.shape[0]} differs from frame 0's "
-                            f"{images[0].shape[1]}x{images[0].shape[0]}")
+            raise UserError(
+                f"{where}: image size {img.shape[1]}x{img.shape[0]} differs from frame 0's "
+                f"{images[0].shape[1]}x{images[0].shape[0]}"
+            )
         images.append(img)
         mats.append(mat)
         names.append(str(fr["file_path"]))

@@ -1,4 +1,5 @@
 """Image metrics, test-view renders, depth maps, SDF cuts and mesh extraction with metrics."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,9 +24,17 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Structural similarity (scikit-image, Gaussian window as in the NeRF papers) of (H, W, 3) images."""
     from skimage.metrics import structural_similarity
 
-    return float(structural_similarity(pred.clamp(0, 1).cpu().numpy(), target.cpu().numpy(), channel_axis=-1,
-                                       data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False))
+    return float(
+        structural_similarity(
+            pred.clamp(0, 1).cpu().numpy(),
+            target.cpu().numpy(),
+            channel_axis=-1,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )
 
 
 def save_png(path: str | Path, img: np.ndarray) -> None:
@@ -34,8 +43,9 @@ def save_png(path: str | Path, img: np.ndarray) -> None:
     Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
-def depth_to_rgb(depth: np.ndarray, opacity: np.ndarray, lo: float | None = None,
-                 hi: float | None = None) -> np.ndarray:
+def depth_to_rgb(
+    depth: np.ndarray, opacity: np.ndarray, lo: float | None = None, hi: float | None = None
+) -> np.ndarray:
     """Colour-mapped depth (turbo), white where the ray hit nothing (opacity < ½)."""
     import matplotlib
 
@@ -48,17 +58,20 @@ def depth_to_rgb(depth: np.ndarray, opacity: np.ndarray, lo: float | None = None
     return np.where(mask[..., None], rgb, 1.0)
 
 
-def render_test_views(field, views, bounds, step: float, out_dir: Path | None = None,
-                      n_views: int | None = None, estimator=None) -> dict:
+def render_test_views(
+    field, views, bounds, step: float, out_dir: Path | None = None, n_views: int | None = None, estimator=None
+) -> dict:
     """Render test views; return mean PSNR/SSIM and per-view PSNR. With ``out_dir``, write per view
-    ``r_<i>.png`` (render), ``r_<i>_depth.png`` and a side-by-side ``r_<i>_compare.png`` (GT | render | depth)."""
+    ``r_<i>.png`` (render), ``r_<i>_depth.png`` and a side-by-side ``r_<i>_compare.png``
+    (GT | render | depth)."""
     n = len(views) if n_views is None else min(n_views, len(views))
     psnrs, ssims = [], []
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        out = render_image(field, views.c2w[i], views.height, views.width, views.focal, bounds, step,
-                           estimator=estimator)
+        out = render_image(
+            field, views.c2w[i], views.height, views.width, views.focal, bounds, step, estimator=estimator
+        )
         rgb, gt = out["rgb"].cpu(), views.images[i]
         psnrs.append(psnr(rgb, gt))
         ssims.append(ssim(rgb, gt))
@@ -67,10 +80,17 @@ def render_test_views(field, views, bounds, step: float, out_dir: Path | None = 
             save_png(out_dir / f"r_{i}.png", rgb.numpy())
             save_png(out_dir / f"r_{i}_depth.png", depth)
             save_png(out_dir / f"r_{i}_compare.png", np.concatenate([gt.numpy(), rgb.numpy(), depth], 1))
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "psnr_per_view": psnrs, "n_views": n}
+    return {
+        "psnr": float(np.mean(psnrs)),
+        "ssim": float(np.mean(ssims)),
+        "psnr_per_view": psnrs,
+        "n_views": n,
+    }
 
 
-def extract_and_score(field, out_dir: Path, gt_mesh_path: Path | None, title: str = "") -> dict:
+def extract_and_score(
+    field, out_dir: Path, gt_mesh_path: Path | None, title: str = "", n_points: int = 100_000
+) -> dict:
     """Marching cubes of the field's level grid (weak SDF for the smoothed model) → ``mesh.ply``;
     ``sdf_slices.png`` axis cuts; mesh metrics against the ground truth when given."""
     import trimesh
@@ -89,7 +109,7 @@ def extract_and_score(field, out_dir: Path, gt_mesh_path: Path | None, title: st
     report["mesh_faces"] = int(len(mesh.faces))
     if gt_mesh_path is not None and Path(gt_mesh_path).exists():
         gt = trimesh.load(gt_mesh_path, force="mesh")
-        metrics = geo_rs.mesh_metrics(mesh, gt)
+        metrics = geo_rs.mesh_metrics(mesh, gt, n_points=n_points)
         diag = float(np.linalg.norm(gt.bounds[1] - gt.bounds[0]))
         report["mesh_metrics"] = {k: float(v) for k, v in metrics.items() if np.isscalar(v)}
         report["gt_bbox_diagonal"] = diag

@@ -24,6 +24,7 @@ Plain baseline (DVGO-like density grid, same resolution and colour model)::
 Grid layout: ``values[..., i, j, k]`` is the voxel centred at ``origin + voxel · (i, j, k)``
 (axes x, y, z) — the geo-rs ``VoxelGrid`` convention.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,16 @@ from torch import nn
 
 import geo_rs
 
-__all__ = ["GridSpec", "sample_grid", "log_density", "SmoothedDensity", "PlainDensity", "SHColor",
-           "RadianceField", "sh_basis"]
+__all__ = [
+    "GridSpec",
+    "sample_grid",
+    "log_density",
+    "SmoothedDensity",
+    "PlainDensity",
+    "SHColor",
+    "RadianceField",
+    "sh_basis",
+]
 
 
 @dataclass
@@ -62,8 +71,10 @@ class GridSpec:
 
     def centres(self, device=None) -> torch.Tensor:
         """World coordinates of all voxel centres, (X, Y, Z, 3)."""
-        axes = [torch.arange(n, device=device, dtype=torch.float32) * self.voxel + o
-                for o, n in zip(self.origin, self.shape)]
+        axes = [
+            torch.arange(n, device=device, dtype=torch.float32) * self.voxel + o
+            for o, n in zip(self.origin, self.shape)
+        ]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
 
 
@@ -115,9 +126,16 @@ class SmoothedDensity(nn.Module):
     ``sigma_world`` stays fixed across resolutions (coarse-to-fine changes σ in voxels).
     """
 
-    def __init__(self, spec: GridSpec, sigma_world: float, theta_init: float = -3.0,
-                 f_activation: str = "sigmoid", density_scale: float = 1.0, eps: float = 1e-6,
-                 alpha: float = 4.0):
+    def __init__(
+        self,
+        spec: GridSpec,
+        sigma_world: float,
+        theta_init: float = -3.0,
+        f_activation: str = "sigmoid",
+        density_scale: float = 1.0,
+        eps: float = 1e-6,
+        alpha: float = 4.0,
+    ):
         super().__init__()
         if f_activation not in ("sigmoid", "relu"):
             raise ValueError(f"f_activation must be sigmoid or relu, got {f_activation!r}")
@@ -136,7 +154,9 @@ class SmoothedDensity(nn.Module):
 
     def sdf_grid(self) -> torch.Tensor:
         """Weak SDF s (X, Y, Z), world units, positive inside: σ_world·Φ⁻¹(blur(f))."""
-        return geo_rs.weak_sdf(self.occupancy_grid(), self.sigma_world / self.spec.voxel, self.spec.voxel, check=False)
+        return geo_rs.weak_sdf(
+            self.occupancy_grid(), self.sigma_world / self.spec.voxel, self.spec.voxel, check=False
+        )
 
     def prepare(self) -> torch.Tensor:
         """Per-step grid to interpolate: s with a leading channel, (1, X, Y, Z)."""
@@ -191,8 +211,13 @@ class PlainDensity(nn.Module):
 
 _SH_C0 = 0.28209479177387814
 _SH_C1 = 0.4886025119029199
-_SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792,
-          0.5462742152960396)
+_SH_C2 = (
+    1.0925484305920792,
+    -1.0925484305920792,
+    0.31539156525252005,
+    -1.0925484305920792,
+    0.5462742152960396,
+)
 
 
 def sh_basis(dirs: torch.Tensor, degree: int) -> torch.Tensor:
@@ -202,8 +227,13 @@ def sh_basis(dirs: torch.Tensor, degree: int) -> torch.Tensor:
     if degree >= 1:
         out += [-_SH_C1 * y, _SH_C1 * z, -_SH_C1 * x]
     if degree >= 2:
-        out += [_SH_C2[0] * x * y, _SH_C2[1] * y * z, _SH_C2[2] * (2 * z * z - x * x - y * y),
-                _SH_C2[3] * x * z, _SH_C2[4] * (x * x - y * y)]
+        out += [
+            _SH_C2[0] * x * y,
+            _SH_C2[1] * y * z,
+            _SH_C2[2] * (2 * z * z - x * x - y * y),
+            _SH_C2[3] * x * z,
+            _SH_C2[4] * (x * x - y * y),
+        ]
     return torch.stack(out, -1)
 
 

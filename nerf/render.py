@@ -8,6 +8,7 @@ are only evaluated where a sample's weight matters (> ``weight_eps``), as nerfac
 CUDA: ``OccGridEstimator`` (packed samples, empty-space skipping) + ``nerfacc.rendering``; pass an
 ``estimator`` made by :func:`make_estimator`. (Not exercised on this CPU-only machine.)
 """
+
 from __future__ import annotations
 
 import math
@@ -35,9 +36,19 @@ def _dense_samples(origins, dirs, bmin, bmax, step, stratified, generator):
     return t_mid - 0.5 * step, t_mid + 0.5 * step, valid
 
 
-def render_rays(field, grid: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, bounds,
-                step: float, stratified: bool = False, generator: torch.Generator | None = None,
-                background: float = 1.0, weight_eps: float = 1e-4, estimator=None) -> dict[str, torch.Tensor]:
+def render_rays(
+    field,
+    grid: torch.Tensor,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    bounds,
+    step: float,
+    stratified: bool = False,
+    generator: torch.Generator | None = None,
+    background: float = 1.0,
+    weight_eps: float = 1e-4,
+    estimator=None,
+) -> dict[str, torch.Tensor]:
     """Render rays (N, 3) through ``field`` whose per-step grid is ``grid`` (= ``field.prepare()``).
 
     Returns ``rgb`` (N, 3) composited on ``background``, ``depth`` (N,) expected distance along the
@@ -46,7 +57,9 @@ def render_rays(field, grid: torch.Tensor, origins: torch.Tensor, dirs: torch.Te
     bmin = torch.as_tensor(bounds[0], dtype=origins.dtype, device=origins.device)
     bmax = torch.as_tensor(bounds[1], dtype=origins.dtype, device=origins.device)
     if estimator is not None:
-        return _render_estimator(field, grid, origins, dirs, bmin, bmax, step, stratified, background, estimator)
+        return _render_estimator(
+            field, grid, origins, dirs, bmin, bmax, step, stratified, background, estimator
+        )
     t_starts, t_ends, valid = _dense_samples(origins, dirs, bmin, bmax, step, stratified, generator)
     t_mid = 0.5 * (t_starts + t_ends)
     n_rays, n_samples = t_mid.shape
@@ -61,8 +74,11 @@ def render_rays(field, grid: torch.Tensor, origins: torch.Tensor, dirs: torch.Te
     rgb = nerfacc.accumulate_along_rays(weights, colors)
     opacity = nerfacc.accumulate_along_rays(weights, None)[:, 0]
     depth = nerfacc.accumulate_along_rays(weights, t_mid[..., None])[:, 0]
-    return {"rgb": rgb + background * (1 - opacity[:, None]),
-            "depth": depth / opacity.clamp_min(1e-6), "opacity": opacity}
+    return {
+        "rgb": rgb + background * (1 - opacity[:, None]),
+        "depth": depth / opacity.clamp_min(1e-6),
+        "opacity": opacity,
+    }
 
 
 def make_estimator(bounds, resolution: int = 128, device="cuda"):
@@ -73,6 +89,7 @@ def make_estimator(bounds, resolution: int = 128, device="cuda"):
 
 def update_estimator(estimator, field, grid: torch.Tensor, step_index: int, step: float) -> None:
     """Refresh the estimator's occupancy from the current density (every 16 steps, nerfacc default)."""
+
     def occ_eval_fn(x):
         return field.density(grid.detach(), x) * step
 
@@ -91,18 +108,35 @@ def _render_estimator(field, grid, origins, dirs, bmin, bmax, step, stratified, 
         return field.rgb(x, dirs[ray_indices]), field.density(grid, x)
 
     ray_indices, t_starts, t_ends = estimator.sampling(
-        origins, dirs, sigma_fn=sigma_fn, t_min=t_min, t_max=torch.maximum(t_max, t_min),
-        render_step_size=step, stratified=stratified)
+        origins,
+        dirs,
+        sigma_fn=sigma_fn,
+        t_min=t_min,
+        t_max=torch.maximum(t_max, t_min),
+        render_step_size=step,
+        stratified=stratified,
+    )
     bkgd = torch.full((3,), background, device=origins.device)
     rgb, opacity, depth, _ = nerfacc.rendering(
-        t_starts, t_ends, ray_indices, n_rays=origins.shape[0], rgb_sigma_fn=rgb_sigma_fn, render_bkgd=bkgd)
+        t_starts, t_ends, ray_indices, n_rays=origins.shape[0], rgb_sigma_fn=rgb_sigma_fn, render_bkgd=bkgd
+    )
     opacity = opacity[:, 0]
-    return {"rgb": rgb, "depth": depth[:, 0] / opacity.clamp_min(1e-6), "opacity": opacity}
+    return {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity}  # nerfacc already normalises depth
 
 
 @torch.no_grad()
-def render_image(field, c2w: torch.Tensor, height: int, width: int, focal: float, bounds, step: float,
-                 chunk: int = 4096, background: float = 1.0, estimator=None) -> dict[str, torch.Tensor]:
+def render_image(
+    field,
+    c2w: torch.Tensor,
+    height: int,
+    width: int,
+    focal: float,
+    bounds,
+    step: float,
+    chunk: int = 4096,
+    background: float = 1.0,
+    estimator=None,
+) -> dict[str, torch.Tensor]:
     """Render one full image: ``rgb`` (H, W, 3), ``depth`` (H, W), ``opacity`` (H, W)."""
     from .cameras import pixel_rays
 
@@ -110,6 +144,17 @@ def render_image(field, c2w: torch.Tensor, height: int, width: int, focal: float
     o, d = pixel_rays(c2w.to(dev), height, width, focal)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     grid = field.prepare()
-    outs = [render_rays(field, grid, o[i:i + chunk], d[i:i + chunk], bounds, step, background=background,
-                        estimator=estimator) for i in range(0, o.shape[0], chunk)]
+    outs = [
+        render_rays(
+            field,
+            grid,
+            o[i : i + chunk],
+            d[i : i + chunk],
+            bounds,
+            step,
+            background=background,
+            estimator=estimator,
+        )
+        for i in range(0, o.shape[0], chunk)
+    ]
     return {k: torch.cat([x[k] for x in outs]).reshape(height, width, *outs[0][k].shape[1:]) for k in outs[0]}

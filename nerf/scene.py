@@ -21,6 +21,7 @@ internal faces that a plain concatenation of parts would put into the metrics:
 Any mesh file readable by trimesh also works; its connected components get palette colours unless
 the file has its own face colours.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,32 @@ from geo_rs import UserError
 
 from .cameras import focal_from_angle, orbit_cameras, sphere_directions
 
-__all__ = ["Part", "BUILTIN_SCENES", "builtin_scene_names", "builtin_parts", "parts_sdf", "parts_mesh",
-           "union_surface", "load_scene_mesh", "render_views", "make_scene", "cast"]
+__all__ = [
+    "Part",
+    "BUILTIN_SCENES",
+    "builtin_scene_names",
+    "builtin_parts",
+    "parts_sdf",
+    "parts_mesh",
+    "union_surface",
+    "load_scene_mesh",
+    "render_views",
+    "make_scene",
+    "cast",
+]
 
-PALETTE = np.array([
-    [0.85, 0.15, 0.12], [0.98, 0.78, 0.10], [0.15, 0.40, 0.85], [0.20, 0.62, 0.25],
-    [0.95, 0.50, 0.10], [0.55, 0.25, 0.70], [0.10, 0.70, 0.75], [0.90, 0.90, 0.88],
-])
+PALETTE = np.array(
+    [
+        [0.85, 0.15, 0.12],
+        [0.98, 0.78, 0.10],
+        [0.15, 0.40, 0.85],
+        [0.20, 0.62, 0.25],
+        [0.95, 0.50, 0.10],
+        [0.55, 0.25, 0.70],
+        [0.10, 0.70, 0.75],
+        [0.90, 0.90, 0.88],
+    ]
+)
 KEY_LIGHT = np.array([0.45, 0.30, 1.0]) / np.linalg.norm([0.45, 0.30, 1.0])
 FILL_LIGHT = np.array([-0.5, -0.6, -0.35]) / np.linalg.norm([-0.5, -0.6, -0.35])
 
@@ -71,8 +91,9 @@ class Part:
         else:
             raise ValueError(f"unknown part kind {self.kind!r}")
         m.apply_transform(self.transform)
-        m.visual.face_colors = np.tile(np.append(np.asarray(self.color) * 255, 255).astype(np.uint8),
-                                       (len(m.faces), 1))
+        m.visual.face_colors = np.tile(
+            np.append(np.asarray(self.color) * 255, 255).astype(np.uint8), (len(m.faces), 1)
+        )
         return m
 
     def sdf(self, points):
@@ -109,14 +130,16 @@ def _tf(x: float = 0, y: float = 0, z: float = 0, rot_axis=None, angle_deg: floa
 
 def _lego_parts() -> list[Part]:
     top = -0.30  # plate top
-    red, yellow, blue, green, orange, purple, cyan, white = (tuple(c) for c in PALETTE[[0, 1, 2, 3, 4, 5, 6, 7]])
+    red, yellow, blue, green, orange, purple, cyan, white = (
+        tuple(c) for c in PALETTE[[0, 1, 2, 3, 4, 5, 6, 7]]
+    )
     parts = [Part("box", (1.40, 1.00, 0.10), _tf(0, 0, top - 0.05), green)]
     for k, x in enumerate((-0.55, -0.40, -0.25, -0.10)):  # studs along the front edge
         parts.append(Part("cylinder", (0.05, 0.05), _tf(x, -0.40, top + 0.025), (white, yellow)[k % 2]))
     parts += [
-        Part("box", (0.35, 0.35, 0.45), _tf(-0.40, 0.20, top + 0.225), yellow),           # block
-        Part("box", (0.50, 0.05, 0.30), _tf(-0.40, 0.20, top + 0.45 + 0.15), blue),       # thin fin
-        Part("cylinder", (0.15, 0.55), _tf(0.35, 0.20, top + 0.275), red),                # upright cylinder
+        Part("box", (0.35, 0.35, 0.45), _tf(-0.40, 0.20, top + 0.225), yellow),  # block
+        Part("box", (0.50, 0.05, 0.30), _tf(-0.40, 0.20, top + 0.45 + 0.15), blue),  # thin fin
+        Part("cylinder", (0.15, 0.55), _tf(0.35, 0.20, top + 0.275), red),  # upright cylinder
         Part("box", (0.55, 0.10, 0.10), _tf(0.45, 0.05, top + 0.62, (0, 1, 0), -25), purple),  # slanted arm
         Part("cylinder", (0.08, 0.50), _tf(-0.30, -0.22, top + 0.08, (0, 1, 0), 90), cyan),  # lying cylinder
     ]
@@ -165,7 +188,8 @@ def parts_mesh(parts: list[Part]) -> trimesh.Trimesh:
 
 
 def union_surface(parts: list[Part], res: int = 128) -> trimesh.Trimesh:
-    """Ground-truth surface of the union: marching cubes of the analytic SDF, ``res`` along the longest axis."""
+    """Ground-truth surface of the union: marching cubes of the analytic SDF (``res`` along the
+    longest axis)."""
     from skimage.measure import marching_cubes
 
     lo, hi = parts_mesh(parts).bounds
@@ -194,8 +218,10 @@ def load_scene_mesh(source: str | Path, gt_res: int = 128) -> tuple[trimesh.Trim
         return parts_mesh(parts), union_surface(parts, gt_res)
     path = Path(src)
     if not path.exists():
-        raise UserError(f"scene source {src!r} is neither a mesh file nor a built-in scene "
-                        f"({', '.join(builtin_scene_names())})")
+        raise UserError(
+            f"scene source {src!r} is neither a mesh file nor a built-in scene "
+            f"({', '.join(builtin_scene_names())})"
+        )
     try:
         loaded = trimesh.load(path, force="mesh")
     except Exception as exc:  # trimesh raises many types for unreadable files
@@ -216,8 +242,10 @@ def _raycaster(mesh: trimesh.Trimesh):
     import open3d as o3d
 
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+    scene.add_triangles(
+        o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
+        o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)),
+    )
     return scene
 
 
@@ -242,23 +270,30 @@ def shade(mesh: trimesh.Trimesh, hit: dict[str, np.ndarray], dirs: np.ndarray) -
     return np.clip(albedo * light[:, None], 0, 1)
 
 
-def render_views(mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float,
-                 supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def render_views(
+    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float, supersample: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """RGBA images (n, res, res, 4) in [0, 1] (straight alpha) and depth (n, res, res) (inf = miss).
 
     Depth is the distance along the central ray of each pixel.
     """
-    import torch
 
-    from .cameras import pixel_rays
 
     scene = _raycaster(mesh)
     focal = focal_from_angle(res, camera_angle_x)
     ss = supersample
+
+    def cam_dirs(n: int, f: float) -> np.ndarray:  # same convention as cameras.pixel_rays, in numpy
+        u = (np.arange(n) + 0.5 - 0.5 * n) / f
+        uu, vv = np.meshgrid(u, -u, indexing="xy")
+        d = np.stack([uu, vv, -np.ones_like(uu)], -1).reshape(-1, 3)
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    fine, centre = cam_dirs(res * ss, focal * ss), cam_dirs(res, focal)
     rgba, depth = [], []
     for c2w in c2ws:
-        o, d = pixel_rays(torch.as_tensor(c2w, dtype=torch.float64), res * ss, res * ss, focal * ss)
-        o, d = o.reshape(-1, 3).numpy(), d.reshape(-1, 3).numpy()
+        d = fine @ c2w[:3, :3].T
+        o = np.broadcast_to(c2w[:3, 3], d.shape)
         hit = cast(scene, o, d)
         ok = np.isfinite(hit["t_hit"])
         col = shade(mesh, hit, d) * ok[:, None]
@@ -266,8 +301,8 @@ def render_views(mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle
         cnt = ok.reshape(res, ss, res, ss).sum((1, 3)).astype(np.float64)
         rgb = np.where(cnt[..., None] > 0, col / np.maximum(cnt, 1)[..., None], 1.0)
         rgba.append(np.concatenate([rgb, (cnt / ss**2)[..., None]], -1))
-        oc, dc = pixel_rays(torch.as_tensor(c2w, dtype=torch.float64), res, res, focal)
-        depth.append(cast(scene, oc.reshape(-1, 3).numpy(), dc.reshape(-1, 3).numpy())["t_hit"].reshape(res, res))
+        dc = centre @ c2w[:3, :3].T
+        depth.append(cast(scene, np.broadcast_to(c2w[:3, 3], dc.shape), dc)["t_hit"].reshape(res, res))
     return np.stack(rgba), np.stack(depth)
 
 
@@ -283,9 +318,19 @@ def _write_split(out: Path, split: str, c2ws: np.ndarray, rgba: np.ndarray, angl
         json.dump({"camera_angle_x": angle, "frames": frames}, fh, indent=1)
 
 
-def make_scene(source: str | Path, out_dir: str | Path, views: int = 100, res: int = 100,
-               val_views: int = 10, test_views: int = 20, camera_angle_x: float = 0.6911112070083618,
-               radius: float | None = None, hemisphere: bool = False, seed: int = 0, gt_res: int = 128) -> Path:
+def make_scene(
+    source: str | Path,
+    out_dir: str | Path,
+    views: int = 100,
+    res: int = 100,
+    val_views: int = 10,
+    test_views: int = 20,
+    camera_angle_x: float = 0.6911112070083618,
+    radius: float | None = None,
+    hemisphere: bool = False,
+    seed: int = 0,
+    gt_res: int = 128,
+) -> Path:
     """Render ``source`` (built-in name or mesh file) into a Blender-layout scene folder.
 
     The object is left where it is; cameras sit on a sphere around the bounding-box centre at
@@ -293,7 +338,7 @@ def make_scene(source: str | Path, out_dir: str | Path, views: int = 100, res: i
     are a Fibonacci lattice (even coverage), val/test views are seeded random directions.
 
     Example:
-        >>> make_scene("sphere", "/tmp/sphere_scene", views=4, res=32, val_views=1, test_views=1)  # doctest: +SKIP
+        >>> make_scene("sphere", "/tmp/sphere", views=4, res=32, val_views=1, test_views=1)  # doctest: +SKIP
     """
     if views < 1 or res < 8:
         raise UserError(f"need views >= 1 and res >= 8, got views={views}, res={res}")
@@ -312,11 +357,18 @@ def make_scene(source: str | Path, out_dir: str | Path, views: int = 100, res: i
     }
     for split, dirs in splits.items():
         c2ws = orbit_cameras(dirs, radius, centre)
-        rgba, _ = render_views(mesh, c2ws, res, camera_angle_x) if len(c2ws) else (np.zeros((0, res, res, 4)), None)
+        rgba, _ = (
+            render_views(mesh, c2ws, res, camera_angle_x) if len(c2ws) else (np.zeros((0, res, res, 4)), None)
+        )
         _write_split(out, split, c2ws, rgba, camera_angle_x)
     gt.export(out / "mesh_gt.ply")
     pad = 0.08 * float((hi - lo).max())
-    info = {"source": str(source), "bounds": [(lo - pad).tolist(), (hi + pad).tolist()],
-            "gt_mesh": "mesh_gt.ply", "camera_radius": radius, "resolution": res}
+    info = {
+        "source": str(source),
+        "bounds": [(lo - pad).tolist(), (hi + pad).tolist()],
+        "gt_mesh": "mesh_gt.ply",
+        "camera_radius": radius,
+        "resolution": res,
+    }
     (out / "scene.json").write_text(json.dumps(info, indent=1))
     return out

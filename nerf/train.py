@@ -5,6 +5,7 @@ Determinism: batches and stratified offsets come from one CPU ``torch.Generator`
 checkpoint, so ``train(n); save; resume; train(m)`` equals ``train(n + m)`` bit for bit on the same
 machine and thread count.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,28 +35,42 @@ def prepare_data(cfg: NerfConfig, out_dir: Path) -> Path:
     into ``out_dir/scene`` (reused when already there with the same settings)."""
     if cfg.data in BUILTIN_SCENES and not Path(cfg.data).exists():
         root = out_dir / "scene"
-        stamp = {"source": cfg.data, "views": cfg.scene_views, "res": cfg.scene_res, "test": cfg.scene_test_views}
+        stamp = {
+            "source": cfg.data,
+            "views": cfg.scene_views,
+            "res": cfg.scene_res,
+            "test": cfg.scene_test_views,
+        }
         stamp_file = root / "make_scene.json"
         if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
-            make_scene(cfg.data, root, views=cfg.scene_views, res=cfg.scene_res, val_views=2,
-                       test_views=cfg.scene_test_views, seed=cfg.seed)
+            make_scene(
+                cfg.data,
+                root,
+                views=cfg.scene_views,
+                res=cfg.scene_res,
+                val_views=2,
+                test_views=cfg.scene_test_views,
+                seed=cfg.seed,
+            )
             stamp_file.write_text(json.dumps(stamp))
         return root
     root = Path(cfg.data)
     if not root.is_dir():
-        raise UserError(f"data {cfg.data!r} is neither a scene folder nor a built-in scene "
-                        f"({', '.join(sorted(BUILTIN_SCENES))})")
+        raise UserError(
+            f"data {cfg.data!r} is neither a scene folder nor a built-in scene "
+            f"({', '.join(sorted(BUILTIN_SCENES))})"
+        )
     return root
 
 
 def resolution_schedule(cfg: NerfConfig) -> list[tuple[int, int]]:
-    """[(first step, grid resolution)]: coarse_res → grid_res, geometric steps at ``upsample_at``."""
+    """[(progress fraction, grid resolution)]: coarse_res → grid_res, geometric steps at ``upsample_at``."""
     if cfg.coarse_res is None or cfg.coarse_res == cfg.grid_res or not cfg.upsample_at:
         return [(0, cfg.grid_res)]
     fr = sorted(float(f) for f in cfg.upsample_at)
     n = len(fr)
     res = [round(cfg.coarse_res * (cfg.grid_res / cfg.coarse_res) ** (k / n)) for k in range(n + 1)]
-    return [(0, res[0])] + [(int(round(f * cfg.steps)), r) for f, r in zip(fr, res[1:])]
+    return [(0.0, res[0])] + list(zip(fr, res[1:]))
 
 
 def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> RadianceField:
@@ -63,8 +78,15 @@ def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> Radian
     color_res = round(res * (cfg.color_res or cfg.grid_res) / cfg.grid_res)
     cspec = GridSpec.from_bounds(bounds[0], bounds[1], max(color_res, 8))
     if cfg.model == "smoothed":
-        geo = SmoothedDensity(spec, cfg.sigma_vox * final_voxel, cfg.theta_init, cfg.f_activation,
-                              cfg.density_scale, cfg.density_eps, cfg.alpha_start)
+        geo = SmoothedDensity(
+            spec,
+            cfg.sigma_vox * final_voxel,
+            cfg.theta_init,
+            cfg.f_activation,
+            cfg.density_scale,
+            cfg.density_eps,
+            cfg.alpha_start,
+        )
     else:
         geo = PlainDensity(spec, cfg.alpha_init, cfg.step_voxels)
     return RadianceField(geo, SHColor(cspec, cfg.sh_degree))
@@ -83,8 +105,13 @@ class Trainer:
         >>> t.run(); report = t.finalize()                                             # doctest: +SKIP
     """
 
-    def __init__(self, cfg: NerfConfig, out_dir: str | Path, device: str | torch.device | None = None,
-                 quiet: bool = False):
+    def __init__(
+        self,
+        cfg: NerfConfig,
+        out_dir: str | Path,
+        device: str | torch.device | None = None,
+        quiet: bool = False,
+    ):
         self.cfg = cfg.validate()
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +127,9 @@ class Trainer:
             raise UserError(f"config: bounds must be [[xmin,ymin,zmin],[xmax,ymax,zmax]], got {cfg.bounds}")
         self.train_views = load_blender(self.data_root, "train", cfg.half_res)
         self.test_views = load_blender(self.data_root, "test", cfg.half_res)
-        o, d = pixel_rays(self.train_views.c2w, self.train_views.height, self.train_views.width,
-                          self.train_views.focal)
+        o, d = pixel_rays(
+            self.train_views.c2w, self.train_views.height, self.train_views.width, self.train_views.focal
+        )
         self.rays_o = o.reshape(-1, 3).to(self.device)
         self.rays_d = d.reshape(-1, 3).to(self.device)
         self.rays_rgb = self.train_views.images.reshape(-1, 3).to(self.device)
@@ -113,34 +141,52 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.field = build_field(cfg, self.bounds, self.schedule[0][1], self.final_voxel).to(self.device)
         self.optimizer = self._make_optimizer()
-        self.estimator = make_estimator(self.bounds, device=self.device) if self.device.type == "cuda" else None
+        self.estimator = (
+            make_estimator(self.bounds, device=self.device) if self.device.type == "cuda" else None
+        )
         self.step = 0
         self.train_time = 0.0
+        self.train_cpu = 0.0
         self.history: list[dict] = []
 
     # -- schedules -------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([
-            {"params": [self.field.geometry.theta], "lr": self.cfg.lr_density, "name": "density"},
-            {"params": [self.field.color.features], "lr": self.cfg.lr_color, "name": "color"},
-        ], betas=(0.9, 0.99), eps=1e-15)
+        return torch.optim.Adam(
+            [
+                {"params": [self.field.geometry.theta], "lr": self.cfg.lr_density, "name": "density"},
+                {"params": [self.field.color.features], "lr": self.cfg.lr_color, "name": "color"},
+            ],
+            betas=(0.9, 0.99),
+            eps=1e-15,
+        )
 
-    def alpha_at(self, step: int) -> float:
-        ramp = max(1.0, self.cfg.alpha_ramp * self.cfg.steps)
-        return self.cfg.alpha_start + (self.cfg.alpha_end - self.cfg.alpha_start) * min(1.0, step / ramp)
+    def progress(self, step: int | None = None) -> float:
+        """Fraction of training done, in [0, 1]: by steps, or by time when ``time_limit_s`` is set and
+        the clock runs out first — so schedules (α, lr, coarse-to-fine) complete within the budget on
+        a slow or loaded machine (such runs are then not bit-reproducible)."""
+        p = (self.step if step is None else step) / self.cfg.steps
+        if self.cfg.time_limit_s:
+            p = max(p, self.train_time / self.cfg.time_limit_s)
+        return min(1.0, p)
 
-    def _set_lr(self, step: int) -> None:
-        decay = self.cfg.lr_final_ratio ** (step / self.cfg.steps)
+    def alpha_at(self, progress: float) -> float:
+        ramp = max(1e-9, self.cfg.alpha_ramp)
+        return self.cfg.alpha_start + (self.cfg.alpha_end - self.cfg.alpha_start) * min(1.0, progress / ramp)
+
+    def _set_lr(self, progress: float) -> None:
+        decay = self.cfg.lr_final_ratio**progress
         for group in self.optimizer.param_groups:
             base = self.cfg.lr_density if group["name"] == "density" else self.cfg.lr_color
             group["lr"] = base * decay
 
     def _maybe_upsample(self) -> None:
-        while self.stage + 1 < len(self.schedule) and self.step >= self.schedule[self.stage + 1][0]:
+        while self.stage + 1 < len(self.schedule) and self.progress() >= self.schedule[self.stage + 1][0]:
             self.stage += 1
             res = self.schedule[self.stage][1]
             color_res = max(8, round(res * (self.cfg.color_res or self.cfg.grid_res) / self.cfg.grid_res))
-            self.field.upsample(GridSpec.from_bounds(*self.bounds, res), GridSpec.from_bounds(*self.bounds, color_res))
+            self.field.upsample(
+                GridSpec.from_bounds(*self.bounds, res), GridSpec.from_bounds(*self.bounds, color_res)
+            )
             self.optimizer = self._make_optimizer()  # new parameters: fresh Adam moments
 
     @property
@@ -150,16 +196,25 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def train_step(self) -> dict:
         self._maybe_upsample()
-        self._set_lr(self.step)
+        self._set_lr(self.progress())
         if self.cfg.model == "smoothed":
-            self.field.geometry.alpha = self.alpha_at(self.step)
+            self.field.geometry.alpha = self.alpha_at(self.progress())
         idx = torch.randint(0, self.rays_o.shape[0], (self.cfg.rays_per_batch,), generator=self.generator)
         idx = idx.to(self.device)
         grid = self.field.prepare()
         if self.estimator is not None:
             update_estimator(self.estimator, self.field, grid, self.step, self.march_step)
-        out = render_rays(self.field, grid, self.rays_o[idx], self.rays_d[idx], self.bounds, self.march_step,
-                          stratified=True, generator=self.generator, estimator=self.estimator)
+        out = render_rays(
+            self.field,
+            grid,
+            self.rays_o[idx],
+            self.rays_d[idx],
+            self.bounds,
+            self.march_step,
+            stratified=True,
+            generator=self.generator,
+            estimator=self.estimator,
+        )
         mse = torch.mean((out["rgb"] - self.rays_rgb[idx]) ** 2)
         loss = mse
         if self.cfg.tv_weight > 0:
@@ -173,32 +228,49 @@ class Trainer:
     def evaluate(self, n_views: int | None = None, out_dir: Path | None = None) -> dict:
         from .evaluate import render_test_views
 
-        return render_test_views(self.field, self.test_views, self.bounds, self.march_step, out_dir,
-                                 n_views, self.estimator)
+        return render_test_views(
+            self.field, self.test_views, self.bounds, self.march_step, out_dir, n_views, self.estimator
+        )
 
     def run(self, until: int | None = None, checkpoint_path: Path | None = None) -> None:
         """Train up to step ``until`` (default ``cfg.steps``), checkpointing every ``ckpt_every``."""
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
         ckpt = checkpoint_path or self.out / "checkpoint.pt"
-        bar = tqdm(total=until, initial=self.step, desc=f"nerf {self.cfg.model}", disable=self.quiet,
-                   dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(
+            total=until,
+            initial=self.step,
+            desc=f"nerf {self.cfg.model}",
+            disable=self.quiet,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
         stats = {}
         while self.step < until:
             if self.cfg.time_limit_s is not None and self.train_time >= self.cfg.time_limit_s:
                 bar.write(f"time limit {self.cfg.time_limit_s:.0f} s reached at step {self.step}")
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             stats = self.train_step()
             self.train_time += time.perf_counter() - t0
+            self.train_cpu += time.process_time() - c0  # CPU seconds (all threads): load-independent
             bar.update(1)
             if self.step % 10 == 0 or self.step == until:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}")
             if self.step % self.cfg.eval_every == 0 and self.step < self.cfg.steps:
                 ev = self.evaluate(self.cfg.eval_views)
-                self.history.append({"step": self.step, "train_time_s": self.train_time, "train_psnr": stats["psnr"],
-                                     "test_psnr": ev["psnr"]})
-                bar.write(f"step {self.step}: test PSNR {ev['psnr']:.2f} dB ({ev['n_views']} views), "
-                          f"train PSNR {stats['psnr']:.2f}, {self.train_time:.0f} s")
+                self.history.append(
+                    {
+                        "step": self.step,
+                        "train_time_s": round(self.train_time, 1),
+                        "train_cpu_s": round(self.train_cpu, 1),
+                        "train_psnr": stats["psnr"],
+                        "test_psnr": ev["psnr"],
+                    }
+                )
+                bar.write(
+                    f"step {self.step}: test PSNR {ev['psnr']:.2f} dB ({ev['n_views']} views), "
+                    f"train PSNR {stats['psnr']:.2f}, {self.train_time:.0f} s"
+                )
             if self.step % self.cfg.ckpt_every == 0:
                 self.save(ckpt)
         bar.close()
@@ -206,11 +278,22 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict:
-        return {"kind": "geo-rs-nerf", "config": self.cfg.to_dict(), "step": self.step, "stage": self.stage,
-                "geo_shape": list(self.field.geometry.spec.shape), "field": self.field.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.generator),
-                "train_time": self.train_time, "history": self.history, "bounds": self.bounds,
-                "data_root": str(self.data_root), "gt_mesh": str(self.gt_mesh) if self.gt_mesh else None}
+        return {
+            "kind": "geo-rs-nerf",
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "stage": self.stage,
+            "geo_shape": list(self.field.geometry.spec.shape),
+            "field": self.field.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.generator),
+            "train_time": self.train_time,
+            "train_cpu": self.train_cpu,
+            "history": self.history,
+            "bounds": self.bounds,
+            "data_root": str(self.data_root),
+            "gt_mesh": str(self.gt_mesh) if self.gt_mesh else None,
+        }
 
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.state())
@@ -225,13 +308,16 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = payload["step"]
         self.train_time = payload["train_time"]
+        self.train_cpu = payload.get("train_cpu", 0.0)
         self.history = list(payload["history"])
         if self.cfg.model == "smoothed":
-            self.field.geometry.alpha = self.alpha_at(self.step)
+            self.field.geometry.alpha = self.alpha_at(self.progress())
         set_rng_state(payload["rng"], self.generator)
 
     @classmethod
-    def resume(cls, checkpoint: str | Path, out_dir: str | Path | None = None, quiet: bool = False) -> Trainer:
+    def resume(
+        cls, checkpoint: str | Path, out_dir: str | Path | None = None, quiet: bool = False
+    ) -> Trainer:
         payload = load_checkpoint(checkpoint)
         cfg = NerfConfig(**payload["config"])
         cfg.data = payload["data_root"] if Path(payload["data_root"]).exists() else cfg.data
@@ -246,16 +332,32 @@ class Trainer:
 
         t0 = time.perf_counter()
         ev = self.evaluate(self.cfg.final_eval_views, self.out / "renders")
-        geo = extract_and_score(self.field, self.out, self.gt_mesh,
-                                title=f"{self.cfg.model} field: {'weak SDF' if self.cfg.model == 'smoothed' else 'opacity − ½'}")
+        what = "weak SDF" if self.cfg.model == "smoothed" else "opacity − ½"
+        geo = extract_and_score(
+            self.field,
+            self.out,
+            self.gt_mesh,
+            title=f"{self.cfg.model} field: {what}",
+            n_points=self.cfg.metric_points,
+        )
         report = {
-            "model": self.cfg.model, "data": str(self.data_root), "steps": self.step,
-            "train_time_s": round(self.train_time, 2), "eval_time_s": round(time.perf_counter() - t0, 2),
-            "test_psnr": ev["psnr"], "test_ssim": ev["ssim"], "test_views": ev["n_views"],
-            "grid_shape": list(self.field.spec.shape), "voxel_size": self.field.spec.voxel,
+            "model": self.cfg.model,
+            "data": str(self.data_root),
+            "steps": self.step,
+            "train_time_s": round(self.train_time, 2),
+            "train_cpu_s": round(self.train_cpu, 2),
+            "eval_time_s": round(time.perf_counter() - t0, 2),
+            "test_psnr": ev["psnr"],
+            "test_ssim": ev["ssim"],
+            "test_views": ev["n_views"],
+            "grid_shape": list(self.field.spec.shape),
+            "voxel_size": self.field.spec.voxel,
             "sigma_world": getattr(self.field.geometry, "sigma_world", None),
-            "threads": torch.get_num_threads(), "device": str(self.device),
-            "history": self.history, "config": self.cfg.to_dict(), **geo,
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+            **geo,
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=1))
         return report

@@ -30,8 +30,10 @@ ROWS = [  # (group, label, config name, paper row: Vis.Error, Vis.Score, Inv.Err
     ("Baselines", "FixAnchor", "fixanchor", (6.17, 0.709, 17.0, 0.511, 71.1)),
     ("Fusion strategy", "Scoring (add)", "adaanchor_add", (6.13, 0.886, 16.9, 0.683, 71.2)),
     ("Fusion strategy", "Scoring (mul)", "adaanchor", (6.02, 0.925, 16.2, 0.805, 71.3)),
-    ("Component analysis", "Ours w/o multiple anchors", "adaanchor_single_anchor", (6.34, 0.866, 17.0, 0.705, 70.2)),
-    ("Component analysis", "Ours w/o local refinement", "adaanchor_no_local", (6.47, 0.902, 16.8, 0.783, 69.0)),
+    ("Component analysis", "Ours w/o multiple anchors", "adaanchor_single_anchor",
+     (6.34, 0.866, 17.0, 0.705, 70.2)),
+    ("Component analysis", "Ours w/o local refinement", "adaanchor_no_local",
+     (6.47, 0.902, 16.8, 0.783, 69.0)),
     ("Component analysis", "Ours", "adaanchor", (6.02, 0.925, 16.2, 0.805, 71.3)),
 ]
 
@@ -90,9 +92,52 @@ def verdict(results: dict) -> dict:
             "heatmap_inv_score": h["inv_score"], "adaanchor_inv_score": a["inv_score"]}
 
 
+def paired_bootstrap(out: Path, a: str = "adaanchor", b: str = "heatmap", n_boot: int = 2000,
+                     seed: int = 0) -> dict:
+    """95 % paired-bootstrap intervals (resampling validation *instances*) of ``a − b`` for the
+    invisible- and visible-keypoint mean error and mean score, from the two saved checkpoints."""
+    import numpy as np
+
+    from keypoint.data.dataset import KeypointCropDataset, KeypointLayout
+    from keypoint.evaluate import load_checkpoint, predict_crops
+    from keypoint.train import load_split, materialize
+
+    per = {}
+    for name in (a, b):
+        model, ck = load_checkpoint(out / name / "last.pt")
+        layout = KeypointLayout.from_dict(ck["layout"])
+        ds = KeypointCropDataset(load_split(ck["config"]["data"], "val"), int(ck["input_size"]),
+                                 float(ck["padding"]), layout)
+        m = materialize(ds, model.codec)
+        kp, sc = predict_crops(model, m["image"])
+        gt = m["keypoints"][:, 0]
+        per[name] = ((kp - gt).norm(dim=-1).numpy(), sc.numpy(), m["visibility"][:, 0].numpy())
+    err_a, sc_a, vis = per[a]
+    err_b, sc_b, _ = per[b]
+    rng = np.random.default_rng(seed)
+    n = len(vis)
+    res = {}
+    for tag, v in (("inv", 1), ("vis", 2)):
+        sel = (vis == v).astype(np.float64)
+        diffs = {"error": [], "score": []}
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, n)
+            w = sel[idx]
+            tot = w.sum()
+            diffs["error"].append(((err_a[idx] - err_b[idx]) * w).sum() / tot)
+            diffs["score"].append(((sc_a[idx] - sc_b[idx]) * w).sum() / tot)
+        for key, vals in diffs.items():
+            j = 0 if key == "error" else 1
+            full = ((per[a][j] - per[b][j]) * sel).sum() / sel.sum()
+            lo, hi = np.percentile(vals, [2.5, 97.5])
+            res[f"{tag}_{key}_diff"] = {"mean": float(full), "ci95": [float(lo), float(hi)]}
+    return res
+
+
 def markdown(results: dict) -> str:
     lines = ["| Method | Vis.Error | Vis.Score | Inv.Error | Inv.Score | OKS-AP | PCK@0.1 | "
-             "Occl.Err | Trunc.Err | paper Vis.Err | paper Vis.Score | paper Inv.Err | paper Inv.Score | paper mAP |",
+             "Occl.Err | Trunc.Err | paper Vis.Err | paper Vis.Score | paper Inv.Err | paper Inv.Score | "
+             "paper mAP |",
              "|---" * 15 + "|"]
     group = None
     for g, label, name, paper in ROWS:
@@ -110,6 +155,21 @@ def markdown(results: dict) -> str:
         pp = [_fmt(paper[0], 2), _fmt(paper[1], 3), _fmt(paper[2], 1), _fmt(paper[3], 3), _fmt(paper[4], 1)]
         lines.append(f"| {label} | " + " | ".join(ours + pp) + " |")
     return "\n".join(lines)
+
+
+def verdict_markdown(v: dict) -> str:
+    if not v:
+        return "Verdict: needs both the heatmap and the full AdaAnchor rows.\n"
+    err_ok = "holds" if v["lower_inv_error_than_heatmap"] else "does NOT hold"
+    score_ok = "holds" if v["higher_inv_score_than_heatmap"] else "does NOT hold"
+    lines = [f"- AdaAnchor Inv.Error {v['adaanchor_inv_error']:.2f} vs heatmap-anchor "
+             f"{v['heatmap_inv_error']:.2f}: the paper's claim (lower) {err_ok} here.",
+             f"- AdaAnchor Inv.Score {v['adaanchor_inv_score']:.3f} vs heatmap-anchor "
+             f"{v['heatmap_inv_score']:.3f}: the paper's claim (higher) {score_ok} here."]
+    for key, d in v.get("paired_bootstrap_adaanchor_minus_heatmap", {}).items():
+        lines.append(f"- paired bootstrap, AdaAnchor − heatmap, {key.replace('_diff', '')}: {d['mean']:+.3f} "
+                     f"(95 % CI {d['ci95'][0]:+.3f} … {d['ci95'][1]:+.3f})")
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -130,7 +190,8 @@ def plot(results: dict, path: Path) -> None:
     x = np.arange(len(uniq))
     for ax, keys, title in ((axes[0], ("vis_error", "inv_error"), "mean error (crop px, lower is better)"),
                             (axes[1], ("vis_score", "inv_score"), "mean score (higher is better)"),
-                            (axes[2], ("occluded_error", "truncated_error"), "invisible: occluded vs truncated")):
+                            (axes[2], ("occluded_error", "truncated_error"),
+                             "invisible: occluded vs truncated")):
         for j, k in enumerate(keys):
             vals = [np.nan_to_num(u[1][k], nan=0.0) for u in uniq]
             ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=k)
@@ -139,7 +200,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("AdaAnchor ablation on the occlusion-heavy synthetic set (regression has no score)", fontsize=10)
+    fig.suptitle("AdaAnchor ablation on the occlusion-heavy synthetic set (regression has no score)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -152,12 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="config names to (re)run")
     ap.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--no-bootstrap", action="store_true",
+                    help="skip the paired bootstrap (AdaAnchor vs heatmap)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     results = run(Path(args.configs_dir), out, args.only, args.epochs, args.quiet)
     table = markdown(results)
     verdict_ = verdict(results)
-    (out / "table.md").write_text(table + "\n")
+    if verdict_ and not args.no_bootstrap:
+        verdict_["paired_bootstrap_adaanchor_minus_heatmap"] = paired_bootstrap(out)
+    (out / "table.md").write_text(table + "\n\n" + verdict_markdown(verdict_))
     (out / "results.json").write_text(json.dumps({
         "results": {k: v["val"] for k, v in results.items()},
         "train_seconds": {k: v.get("train_seconds") for k, v in results.items()},

@@ -35,7 +35,8 @@ def pgd_extremes(net, x, pert, steps: int = 25, restarts: int = 8) -> tuple[torc
             delta.requires_grad_(True)
             for _ in range(steps):
                 out = net(pert.apply(x, theta, delta).flatten(0, 1)).reshape(restarts, b, -1)[..., o]
-                g_t, g_d = torch.autograd.grad((sign * out).sum(), [theta, delta])
+                g_t, g_d = torch.autograd.grad((sign * out).sum(), [theta, delta], allow_unused=True,
+                                               materialize_grads=True)
                 with torch.no_grad():
                     theta += (fam.theta_hi - fam.theta_lo) / 10 * g_t.sign()
                     theta.copy_(torch.maximum(torch.minimum(theta, fam.theta_hi), fam.theta_lo))
@@ -56,19 +57,14 @@ def test_bounds_contain_samples_and_pgd(net_name, pert_name):
     gen = torch.Generator().manual_seed(11)
     with torch.no_grad():
         clean = net(x)
-        samples = net(pert.sample(x, N_SAMPLES // 2 * 2 // 2, generator=gen).flatten(0, 1))
-        samples = samples.reshape(-1, *clean.shape)
-    assert samples.shape[0] * 1 >= N_SAMPLES // 2  # per image: 5,000 ...
-    with torch.no_grad():  # ... plus 5,000 more, drawn separately (10^4 per image in all)
-        more = net(pert.sample(x, N_SAMPLES // 2, generator=gen).flatten(0, 1)).reshape(-1, *clean.shape)
-    samples = torch.cat([samples, more])
-    assert samples.shape[0] >= N_SAMPLES
+        samples = net(pert.sample(x, N_SAMPLES, generator=gen).flatten(0, 1)).reshape(N_SAMPLES, *clean.shape)
     pgd_lo, pgd_hi = pgd_extremes(net, x, pert)
     has_pool = any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)) for m in net.modules())
     widths = {}
     for method in METHODS:
         try:
-            res = layer_bounds(net, x, pert, method)
+            # alpha-CROWN is sound after any number of steps; 3 keep the test fast.
+            res = layer_bounds(net, x, pert, method, alpha_iterations=3)
         except UnsupportedModelError as exc:
             # Documented auto_LiRPA 0.3 limitation; the error must say which layer and what to use.
             assert method == "alpha-CROWN" and has_pool, exc

@@ -1,9 +1,11 @@
 """KLPNet: coarse-to-fine targets, CKLM, detector targets, end-to-end tiny training, checkpoints."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from geo_rs.errors import UserError
 from keypoint.data.synth import CATEGORIES, SynthConfig, generate_dataset
@@ -201,3 +203,13 @@ def test_checkpoint_errors(tmp_path):
         resolve_klpnet_config({"trian": {}})
     with pytest.raises(UserError, match="eval.boxes"):
         resolve_klpnet_config({"eval": {"boxes": "oracle"}})
+    from keypoint.klpnet_train import is_klpnet_config
+
+    (tmp_path / "k.yaml").write_text("model: {type: klpnet, num_stages: 2}\n")
+    (tmp_path / "a.yaml").write_text("model: {type: adaanchor}\n")
+    assert is_klpnet_config(tmp_path / "k.yaml") and not is_klpnet_config(tmp_path / "a.yaml")
+    assert not is_klpnet_config(tmp_path / "missing.yaml")
+    for name in ("klpnet", "klpnet_s1", "klpnet_s2"):  # the shipped configs resolve
+        path = Path(__file__).resolve().parents[1] / "configs" / "keypoint" / f"{name}.yaml"
+        cfg = resolve_klpnet_config(yaml.safe_load(path.read_text()))
+        assert cfg["model"]["num_stages"] == {"klpnet": 3, "klpnet_s1": 1, "klpnet_s2": 2}[name]

@@ -12,7 +12,8 @@ from keypoint.metrics import keypoint_recall, nme, oks, oks_ap, pck, pck_per_key
 
 def test_pck_and_nme_by_hand():
     gt = np.zeros((2, 3, 2))
-    pred = np.array([[[3, 4], [0, 1], [10, 0]], [[0, 0], [6, 8], [1, 1]]], float)  # distances 5,1,10 / 0,10,√2
+    # distances 5, 1, 10 / 0, 10, √2
+    pred = np.array([[[3, 4], [0, 1], [10, 0]], [[0, 0], [6, 8], [1, 1]]], float)
     mask = np.array([[1, 1, 1], [1, 0, 1]])
     norm = np.array([20.0, 50.0])
     # thresholds: α·norm = 4 (inst 0), 10 (inst 1) → hits: 1 (d=1) of 3; inst 1: 0 and √2 → 2 of 2
@@ -69,7 +70,8 @@ def test_oks_ap_hand_cases():
     # A detection at OKS exactly e^-0.5·½+½ ≈ 0.80 counts for thresholds ≤ 0.80 (0.50 … 0.80: 7 of 10).
     shifted = {"keypoints": np.array([[[2.0, 0], [10, 0]]]), "scores": np.array([1.0])}
     r = oks_ap([shifted], [_gt(g["keypoints"][:1], [100])], sig)
-    assert r["AP"] == pytest.approx(0.7) and r["AP50"] == pytest.approx(1.0) and r["AP75"] == pytest.approx(1.0)
+    assert r["AP"] == pytest.approx(0.7)
+    assert r["AP50"] == pytest.approx(1.0) and r["AP75"] == pytest.approx(1.0)
 
 
 def test_oks_ap_per_category_sigmas_and_ragged_keypoints():
@@ -83,7 +85,7 @@ def test_oks_ap_per_category_sigmas_and_ragged_keypoints():
 
 
 def test_oks_ap_matches_pycocotools():
-    cocoeval = pytest.importorskip("pycocotools.cocoeval")
+    from pycocotools import cocoeval  # in requirements.txt: a missing install fails, not skips
     from pycocotools.coco import COCO
 
     rng = np.random.default_rng(7)
@@ -101,7 +103,8 @@ def test_oks_ap_matches_pycocotools():
         for g in range(ng):
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
                          "keypoints": np.concatenate([gk[g], gv[g][:, None]], 1).ravel().tolist(),
-                         "num_keypoints": int((gv[g] > 0).sum()), "area": float(ar[g]), "bbox": bx[g].tolist()})
+                         "num_keypoints": int((gv[g] > 0).sum()), "area": float(ar[g]),
+                         "bbox": bx[g].tolist()})
         dk = np.concatenate([gk + rng.normal(0, rng.uniform(0, 3), gk.shape), rng.uniform(0, 100, (2, k, 2))])
         ds = rng.random(len(dk))
         for d in range(len(dk)):

@@ -1,4 +1,5 @@
 """nerf data side: scene maker, Blender-layout loader (incl. bad files), camera/ray conventions."""
+
 import json
 import shutil
 
@@ -56,7 +57,9 @@ def test_loader_bad_files(scene, tmp_path):
     bad = json.loads(json.dumps(good))
     bad["frames"][2]["transform_matrix"] = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     path.write_text(json.dumps(bad))
-    with pytest.raises(UserError, match=r"frame 2 \('./train/r_2'\): transform_matrix must be 4x4, got shape \[3, 3\]"):
+    with pytest.raises(
+        UserError, match=r"frame 2 \('./train/r_2'\): transform_matrix must be 4x4, got shape \[3, 3\]"
+    ):
         load_blender(root, "train")
 
     bad = json.loads(json.dumps(good))
@@ -75,8 +78,26 @@ def test_loader_bad_files(scene, tmp_path):
 
 
 def test_make_scene_cli_and_bad_source(tmp_path, capsys):
-    assert main(["nerf", "make-scene", "torus", "--views", "2", "--res", "12", "--val-views", "1",
-                 "--test-views", "1", "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "nerf",
+                "make-scene",
+                "torus",
+                "--views",
+                "2",
+                "--res",
+                "12",
+                "--val-views",
+                "1",
+                "--test-views",
+                "1",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "t" / "train" / "r_1.png").exists() and (tmp_path / "t" / "mesh_gt.ply").exists()
     assert main(["nerf", "make-scene", "no_such_thing", "--out", str(tmp_path / "x")]) == 2
     assert "neither a mesh file nor a built-in scene" in capsys.readouterr().err
@@ -140,3 +161,18 @@ def test_rendered_depth_of_gt_occupancy_matches_ray_casting():
     assert hit.sum() > 40 and (hit == seen).mean() > 0.95
     both = hit & seen
     assert np.abs(out["depth"].numpy()[both] - t_hit[both]).max() < 1.5 * spec.voxel
+
+
+def test_scene_renderer_uses_the_loader_camera_convention():
+    """make-scene's depth (its own numpy ray set-up) equals ray casting along ``pixel_rays``."""
+    from nerf.scene import render_views
+
+    mesh, _ = load_scene_mesh("torus", gt_res=24)
+    c2w = orbit_cameras(sphere_directions(2, "random", seed=1), 2.5)[:1]
+    rgba, depth = render_views(mesh, c2w, 12, 0.7)
+    o, d = pixel_rays(torch.tensor(c2w[0]), 12, 12, focal_from_angle(12, 0.7))
+    ref = cast(mesh, o.reshape(-1, 3).numpy(), d.reshape(-1, 3).numpy())["t_hit"].reshape(12, 12)
+    assert np.isfinite(ref).sum() > 10
+    assert np.array_equal(np.isfinite(depth[0]), np.isfinite(ref))
+    assert np.allclose(depth[0][np.isfinite(ref)], ref[np.isfinite(ref)], atol=1e-4)
+    assert np.array_equal(rgba[0, ..., 3] > 0, np.isfinite(ref) | (rgba[0, ..., 3] > 0))

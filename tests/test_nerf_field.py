@@ -1,4 +1,5 @@
 """nerf field: trilinear sampler vs naive, density activation, gradient flow blur → SDF → density."""
+
 import math
 
 import pytest

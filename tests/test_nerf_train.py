@@ -1,4 +1,5 @@
 """nerf training: loss goes down, checkpoint/resume continues identically, CLI end to end."""
+
 import json
 
 import pytest
@@ -7,8 +8,19 @@ import torch
 from geo_rs.cli import main
 from nerf import Trainer, load_config, make_scene
 
-TINY = dict(scene_views=6, scene_res=16, grid_res=20, coarse_res=12, upsample_at=[0.5], rays_per_batch=256,
-            eval_every=1000, ckpt_every=1000, eval_views=1, lr_final_ratio=0.5)
+TINY = dict(
+    scene_views=6,
+    scene_res=16,
+    grid_res=20,
+    coarse_res=12,
+    upsample_at=[0.5],
+    rays_per_batch=256,
+    eval_every=1000,
+    ckpt_every=1000,
+    eval_views=1,
+    lr_final_ratio=0.5,
+    metric_points=2000,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +31,7 @@ def scene(tmp_path_factory):
 
 
 def test_tiny_training_lowers_loss(scene, tmp_path):
-    cfg = load_config(None, data=str(scene), steps=60, **TINY)
+    cfg = load_config(None, data=str(scene), steps=50, **TINY)
     trainer = Trainer(cfg, tmp_path, quiet=True)
     losses = [trainer.train_step()["loss"] for _ in range(cfg.steps)]
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5

@@ -80,12 +80,16 @@ def normalize_method(method: str) -> str:
 
 
 class _NearestUpsample(nn.Module):
-    """``nn.Upsample(scale_factor=s, mode='nearest')`` as a depthwise ConvTranspose2d with a ones kernel."""
+    """``nn.Upsample(scale_factor=s, mode='nearest')`` as a ConvTranspose2d (stride = kernel = s) whose
+    kernel copies channel c to channel c (auto_LiRPA 0.3 supports only groups=1 transposed convs)."""
 
     def __init__(self, channels: int, scale: int) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(channels, channels, scale, stride=scale, groups=channels, bias=False)
-        nn.init.ones_(self.up.weight)
+        self.up = nn.ConvTranspose2d(channels, channels, scale, stride=scale, bias=False)
+        with torch.no_grad():
+            self.up.weight.zero_()
+            for c in range(channels):
+                self.up.weight[c, c] = 1.0
         self.up.weight.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -229,9 +233,12 @@ def _build(module: nn.Module, example: tuple[Tensor, ...], original: nn.Module):
     logger = logging.getLogger("auto_LiRPA")
     logger.addHandler(capture)
     logger.propagate = False
+    # auto_LiRPA 0.3's "patches" mode breaks on a transposed conv followed by a conv (CROWN backward):
+    # the dense "matrix" mode handles it (slower, fine for the small decoders verification targets).
+    opts = {"conv_mode": "matrix"} if any(isinstance(m, nn.ConvTranspose2d) for m in module.modules()) else None
     try:
-        return lirpa.BoundedModule(module, example, device=example[0].device)
-    except (NotImplementedError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        return lirpa.BoundedModule(module, example, device=example[0].device, bound_opts=opts)
+    except (NotImplementedError, KeyError, RuntimeError, TypeError, AttributeError, AssertionError) as exc:
         raise UnsupportedModelError(_unsupported_message(original, capture.messages, exc)) from exc
     finally:
         logger.removeHandler(capture)
@@ -319,7 +326,7 @@ def _compute(bounded, inputs, method: str, C: Tensor | None, alpha_iterations: i
     lirpa_method = METHODS[method.upper()]
     kwargs = {}
     if method == "alpha-CROWN":
-        bounded.set_bound_opts({"optimize_bound_args": {"iteration": alpha_iterations, "lr_alpha": 0.1}})
+        bounded.set_bound_opts({"optimize_bound_args": {"iteration": int(alpha_iterations)}})
     try:
         with torch.no_grad() if method != "alpha-CROWN" else torch.enable_grad():
             lb, ub = bounded.compute_bounds(x=inputs, method=lirpa_method, C=C, **kwargs)

@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("input", metavar="INPUT",
                    help="mesh file (PLY/OBJ/STL/OFF/GLB), occupancy grid (.npy in [0,1] or VoxelGrid .npz), "
                         "or a built-in shape: sphere, torus, parts, box")
-    p.add_argument("--res", type=int, default=128, help="voxels along the longest side, padding included (≥ 8)")
+    p.add_argument("--res", type=int, default=128,
+                   help="voxels along the longest side, padding included (≥ 8)")
     p.add_argument("--sigma", type=float, default=1.5, help="Gaussian smoothing std in VOXELS (> 0)")
     p.add_argument("--out", type=Path, default=Path("runs/sdf"), help="output directory (created)")
     p.add_argument("--padding", type=int, default=None,
@@ -87,7 +88,8 @@ def _load_grid_input(path: Path, args: argparse.Namespace):
     if not torch.isfinite(v).all():
         raise UserError(f"occupancy grid {path} contains NaN/inf values")
     if v.numel() and (float(v.min()) < 0 or float(v.max()) > 1):
-        raise UserError(f"occupancy grid {path} must lie in [0, 1]; got [{float(v.min()):.4g}, {float(v.max()):.4g}]")
+        raise UserError(f"occupancy grid {path} must lie in [0, 1]; "
+                        f"got [{float(v.min()):.4g}, {float(v.max()):.4g}]")
     if min(grid.shape) < 8:
         raise UserError(f"occupancy grid {path} is too small: shape {grid.shape} (≥ 8 per axis)")
     return grid.to(dtype=torch.float32)
@@ -106,7 +108,6 @@ def _band_candidates(occ: np.ndarray, reach: float) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..grid import VoxelGrid
     from ..marching import export_mesh, extract_mesh
     from ..mesh_metrics import mesh_metrics
     from ..meshes import load_mesh, mesh_name, mesh_sdf, occupancy_grid
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     stage("marching_cubes", t0)
 
     t0 = time.perf_counter()
-    title = f"weak SDF of {Path(str(args.input)).name}: res {args.res}, σ = {args.sigma} voxels ({args.sigma * h:.4g})"
+    title = (f"weak SDF of {Path(str(args.input)).name}: res {args.res}, "
+             f"σ = {args.sigma} voxels ({args.sigma * h:.4g} world)")
     plot_sdf_slices(sdf, out / "slices.png", title=title)
     stage("slices_png", t0)
 
@@ -211,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
         if pred is not None:
             metrics = mesh_metrics(pred, mesh, n_points=args.points, seed=args.seed)
             report["mesh_metrics"] = {"vs": mesh_name(mesh), "n_points": args.points,
-                                      "fscore_threshold_definition": "1% of the input mesh's bounding-box diagonal",
+                                      "fscore_threshold_definition":
+                                          "1% of the input mesh's bounding-box diagonal",
                                       **metrics}
         else:
             report["mesh_metrics"] = None
@@ -225,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2))
 
     be, mm = report.get("band_error_voxels"), report.get("mesh_metrics")
-    print(f"wrote {out}/{{sdf.npy, grid.json, sdf.npz, mesh.ply, slices.png, report.json}} in {timings['total']:.2f} s")
+    print(f"wrote {out}/{{sdf.npy, grid.json, sdf.npz, mesh.ply, slices.png, report.json}} "
+          f"in {timings['total']:.2f} s")
     if be and be["mean_abs"] is not None:
         print(f"  |weak − exact| within ±{args.band:g} voxels of the surface: mean {be['mean_abs']:.3f}, "
               f"max {be['max_abs']:.3f} voxels ({be['n_voxels']} voxels)")

@@ -41,7 +41,11 @@ def _device(model: nn.Module) -> torch.device:
 def _random_search(model, x, gt, perturbation, n, batch, generator):
     best = (float("inf"), None, None)
     for s in range(0, n, batch):
-        imgs = perturbation.sample(x, min(batch, n - s), generator=generator)[:, 0]  # (m, C, H, W)
+        m = min(batch, n - s)
+        imgs = perturbation.sample(x, m, generator=generator)
+        if imgs.dim() == x.dim():  # a set without parameters (e.g. eps = 0) may come back unsampled
+            imgs = imgs.unsqueeze(0).expand(m, *x.shape)
+        imgs = imgs[:, 0]  # (m, C, H, W)
         boxes = model(imgs)
         ious = box_iou(boxes.double(), gt.double())
         k = int(ious.argmin())
@@ -65,8 +69,8 @@ def _pgd(model, x, gt, perturbation, steps, restarts, generator):
             img = perturbation.apply(x, theta if k else None, delta if eta > 0 else None)
             box = model(img)
             iou = box_iou(box, gt)[0]
-            if float(iou) < best[0]:
-                best = (float(iou), img[0].detach().clone(), box[0].detach().clone())
+            if float(iou.detach()) < best[0]:
+                best = (float(iou.detach()), img[0].detach().clone(), box[0].detach().clone())
             params = [p for p in (theta, delta) if p.requires_grad]
             if not params:
                 break

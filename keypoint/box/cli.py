@@ -172,7 +172,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    paths = write_report(args.run_dir)
+    if args.merge and not args.out:
+        raise UserError("--merge needs --out (the folder for the merged results)")
+    paths = write_report(args.run_dir, merge_with=args.merge, out_dir=args.out)
     print(paths["markdown"].read_text())
     return 0
 
@@ -229,6 +231,8 @@ def register(subparsers) -> None:
 
     r = sub.add_parser("report", help="(re)write tables and plots of a verify run")
     r.add_argument("run_dir")
+    r.add_argument("--merge", nargs="+", help="other run folders on the same images to merge in")
+    r.add_argument("--out", help="folder for the merged results and report")
     r.set_defaults(func=_report)
 
     e = sub.add_parser("export-mnist", help="write MNIST canvases as a COCO-style folder")

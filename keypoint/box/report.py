@@ -190,10 +190,50 @@ def plot_times(results: dict, path: Path) -> Path:
     return path
 
 
-def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write ``cba.md``, ``cba.csv``, ``cba_long.csv`` and the two figures into ``run_dir``."""
-    out = Path(run_dir)
-    results = load_results(out)
+def merge_results(runs: list[dict]) -> dict:
+    """Combine runs on the same images (e.g. a cheap-methods run and a CROWN run) into one results dict.
+
+    Methods, perturbations and ε values are united; a record present in several runs is taken from the
+    first. Raises :class:`UserError` if the runs differ in images, detector or threshold.
+    """
+    from .verify import METHODS, VerifyConfig, certified_box_accuracy
+
+    base = runs[0]
+    for r in runs[1:]:
+        if r["gt_boxes"] != base["gt_boxes"] or r["fingerprints"]["model"] != base["fingerprints"]["model"]:
+            raise UserError("cannot merge runs on different images or detectors")
+        if r["config"]["threshold"] != base["config"]["threshold"]:
+            raise UserError("cannot merge runs with different thresholds")
+    cfgs = [r["config"] for r in runs]
+    methods = [m for m in METHODS if any(m in c["methods"] for c in cfgs)]
+    perts = [p for p in ("noise", "brightness", "contrast") if any(p in c["perturbations"] for c in cfgs)]
+    eps = {p: sorted({float(e) for c in cfgs if p in c["perturbations"] for e in c["eps"][p]}) for p in perts}
+    exts = [e for e in ("vanilla", "optimal") if all(e in c["extensions"] for c in cfgs)]
+    config = VerifyConfig(perturbations=perts, eps=eps, methods=methods, extensions=exts,
+                          threshold=base["config"]["threshold"], workers=1)
+    seen, records = set(), []
+    for r in runs:
+        for rec in r["records"]:
+            key = (rec["image"], rec["perturbation"], rec["eps"], rec["method"])
+            if key not in seen:
+                seen.add(key)
+                records.append(rec)
+    merged = {**base, "config": {**config.__dict__}, "records": records,
+              "cba": certified_box_accuracy(records, config), "merged_from": len(runs)}
+    return merged
+
+
+def write_report(run_dir: str | Path, merge_with: list[str | Path] | None = None,
+                 out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write ``cba.md``, ``cba.csv``, ``cba_long.csv`` and the two figures into ``out_dir`` (default
+    ``run_dir``); with ``merge_with``, the runs are merged first (:func:`merge_results`) and the merged
+    ``results.json`` is written too."""
+    results = load_results(run_dir)
+    out = Path(out_dir or run_dir)
+    if merge_with:
+        results = merge_results([results] + [load_results(d) for d in merge_with])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results))
     md = out / "cba.md"
     md.write_text(cba_markdown(results))
     wide, long = write_csv(results, out)

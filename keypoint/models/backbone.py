@@ -5,8 +5,9 @@
 
 Layout: a 3x3 stem, then ``log2(stride) + context_levels`` stride-2 stages (conv, plus ``blocks``
 residual blocks from stride 4 on; channels ``width · min(2^level, 4)``), then a top-down path
-(nearest upsampling + 1x1 lateral, FPN-style) back to the output stride. The extra ``context_levels`` give the heads an
-image-wide receptive field, which regressing occluded or truncated keypoints from far anchors needs.
+(nearest upsampling + 1x1 lateral, FPN-style) back to the output stride. The extra
+``context_levels`` give the heads an image-wide receptive field, which regressing occluded or
+truncated keypoints from far anchors needs.
 ``stride`` must be a power of two in {1, 2, 4, 8, 16}; H and W must be divisible by
 ``stride · 2^context_levels``.
 

@@ -17,7 +17,8 @@ feature as keypoint identification" — with one extra "not this object" class.
 Training (``KLPNet.loss``): ``α·L_kd + β·L_link + γ·L_id (+ L_det)`` (paper eq. 8 plus the
 identification and detector terms): L_kd = Σ_stages weighted BCE(heatmap, coarse-to-fine target) +
 Smooth-L1(offsets) (eq. 1); L_link = BCE on skeleton edges vs sampled negative edges of graphs built
-from the ground-truth keypoints (jittered) of each object plus the foreign keypoints inside its box.
+from the ground-truth keypoints (jittered) of each object; L_id = cross-entropy of the keypoint
+identity on graphs that also hold the foreign keypoints inside each box (class "not this object").
 
 Example::
 
@@ -218,7 +219,8 @@ class KLPNet(nn.Module):
         grid = torch.stack([(u[:, 0] + 0.5) / w * 2 - 1, (u[:, 1] + 0.5) / h * 2 - 1], -1)
         f = F.grid_sample(node_features[None], grid[None, :, None], mode="bilinear", padding_mode="border",
                           align_corners=False)[0, :, :, 0].T
-        return torch.cat([f, self._norm_xy(xy, box), score[:, None]], 1)
+        # ×4: puts the box-normalised position (|·| ≲ 0.6) on the scale of the CNN features
+        return torch.cat([f, 4.0 * self._norm_xy(xy, box), score[:, None]], 1)
 
     @staticmethod
     def _norm_xy(xy: Tensor, box: Tensor) -> Tensor:
@@ -270,23 +272,31 @@ class KLPNet(nn.Module):
                 / sm.sum().clamp_min(1)
             total = total + float(o["detector_weight"]) * det
             logs["detector"] = det.item()
-        graph = self.training_graph(outputs, objects, generator)
-        if graph is not None:
-            out = self._run_gae(graph["x"], graph["xy_norm"], graph["gid"], graph["cat"])
-            ll = link_loss(out, graph["pos"], graph["neg"])
-            logp = self._slot_logp(out.hidden, graph["cat"])
-            id_loss = F.nll_loss(logp, graph["id_target"])
-            total = total + float(o["link_weight"]) * ll + float(o["id_weight"]) * id_loss
-            logs["link"], logs["id"] = ll.item(), id_loss.item()
+        # links are learned on each object's own nodes (the graph after grouping); the identification
+        # head also sees the foreign nodes inside the box, as in inference pass 1, and learns to flag them
+        own = self.training_graph(outputs, objects, generator, include_foreign=False)
+        if own is not None:
+            enc = self._run_gae(own["x"], own["xy_norm"], own["gid"], own["cat"])
+            ll = link_loss(enc, own["pos"], own["neg"])
+            total = total + float(o["link_weight"]) * ll
+            logs["link"] = ll.item()
+        mixed = self.training_graph(outputs, objects, generator, include_foreign=True)
+        if mixed is not None:
+            hidden = self._run_gae(mixed["x"], mixed["xy_norm"], mixed["gid"], mixed["cat"]).hidden
+            id_loss = F.nll_loss(self._slot_logp(hidden, mixed["cat"]), mixed["id_target"])
+            total = total + float(o["id_weight"]) * id_loss
+            logs["id"] = id_loss.item()
         logs["total"] = total.item()
         return total, logs
 
     def training_graph(self, outputs: dict, objects: list[list[dict]],
-                       generator: torch.Generator | None = None, jitter: bool = True) -> dict | None:
+                       generator: torch.Generator | None = None, jitter: bool = True,
+                       include_foreign: bool = True) -> dict | None:
         """Block-diagonal graph over all objects of a batch from ground truth (see module docstring).
 
-        Each object's graph holds its labelled in-image keypoints (slot = index) and every other
-        object's labelled keypoint inside its enlarged box (slot −1, the "not this object" class).
+        Each object's graph holds its labelled in-image keypoints (slot = index) and, with
+        ``include_foreign``, every other object's labelled keypoint inside its enlarged box (slot −1,
+        the "not this object" class).
         """
         feats_map = outputs["node_features"]
         heat = torch.sigmoid(outputs["heatmaps"][-1]).detach()
@@ -300,6 +310,8 @@ class KLPNet(nn.Module):
                     continue
                 box = np.asarray(ob["box"], np.float64)
                 for j, other in enumerate(objs):
+                    if j != i and not include_foreign:
+                        continue
                     kp = np.asarray(other["keypoints"], np.float64)
                     vis = np.asarray(other["visibility"])
                     ok = (vis > 0) & np.isfinite(kp).all(1) & (kp[:, 0] >= -0.5) & (kp[:, 0] < w_img - 0.5) \
