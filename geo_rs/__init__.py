@@ -64,3 +64,7 @@ __all__ += ["ArgmaxGadget", "Brightness", "Composed", "Contrast", "ExtremumResul
             "NetworkEncoding", "Perturbation", "UnsupportedModelError", "Verdict", "WhiteNoise", "add_argmax",
             "add_bounded_variables", "add_max", "encode_network", "layer_bounds", "output_bounds",
             "output_extremum", "prune_candidates", "solve_milp", "verify_linear"]
+
+from .sdf import certified_sdf_at, weak_sdf_max_radius  # noqa: E402
+
+__all__ += ["certified_sdf_at", "weak_sdf_max_radius"]

@@ -28,7 +28,8 @@ import torch
 from .blur import _check_sigma, _prepare, blur_radius, gaussian_blur3d
 from .errors import UserError
 
-__all__ = ["WeakSDF", "blur_slack", "weak_sdf", "weak_sdf_from_smoothed", "weak_sdf_max_radius"]
+__all__ = ["WeakSDF", "blur_slack", "certified_sdf_at", "weak_sdf", "weak_sdf_from_smoothed",
+           "weak_sdf_max_radius"]
 
 
 def _check_voxel_size(voxel_size: float) -> None:
@@ -183,3 +184,27 @@ class WeakSDF(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma} voxels, voxel_size={self.voxel_size}, kernel={self.kernel!r}"
+
+
+def certified_sdf_at(grid, points: torch.Tensor) -> torch.Tensor:
+    """A *certified* weak-SDF value at arbitrary world points (N, 3) → (N,), from a weak-SDF grid.
+
+    Trilinear interpolation (``VoxelGrid.sample``) is smooth but not a certificate between voxel
+    centres. This uses the nearest voxel centre c (clamped into the grid, so any point works):
+    the surface is at least |w(c)| from c, hence at least |w(c)| − |x − c| from x, on the same side:
+    returns sign(w(c))·max(0, |w(c)| − |x − c|). Differentiable in ``points`` almost everywhere.
+    """
+    from .grid import VoxelGrid
+
+    if not isinstance(grid, VoxelGrid):
+        raise UserError(f"grid must be a geo_rs.VoxelGrid, got {type(grid).__name__}")
+    points = torch.as_tensor(points).to(device=grid.values.device, dtype=grid.values.dtype)
+    if points.shape[-1:] != (3,):
+        raise UserError(f"points must have shape (..., 3); got {tuple(points.shape)}")
+    size = torch.tensor(grid.shape, device=points.device)
+    idx = torch.round(grid.world_to_index(points.detach())).long()
+    idx = torch.minimum(idx.clamp(min=0), size - 1)
+    centre = grid.origin + grid.voxel_size * idx.to(points.dtype)
+    w = grid.values[idx[..., 0], idx[..., 1], idx[..., 2]]
+    gap = (points - centre).norm(dim=-1)
+    return torch.sign(w) * (w.abs() - gap).clamp(min=0)

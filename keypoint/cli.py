@@ -85,7 +85,7 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_config, train
+    from .train import json_safe, load_config, train
 
     cfg = load_config(args.config)
     if args.out_dir:
@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--epochs must be >= 1, got {args.epochs}")
         cfg["train"]["epochs"] = args.epochs
     summary = train(cfg, resume=not args.no_resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(json_safe(summary), indent=2))
     return 0
 
 
@@ -103,7 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.coco import load_coco
     from .data.dataset import KeypointLayout
     from .evaluate import evaluate_model, load_checkpoint
-    from .train import load_split
+    from .train import json_safe, load_split
 
     model, ck = load_checkpoint(args.checkpoint)
     layout = KeypointLayout.from_dict(ck["layout"])
@@ -117,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         data = load_split(ck["config"]["data"], "val")
     metrics = evaluate_model(model, data, layout, int(ck["input_size"]), float(ck["padding"]))
-    text = json.dumps(metrics, indent=2)
+    text = json.dumps(json_safe(metrics), indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

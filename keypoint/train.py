@@ -113,6 +113,17 @@ def load_config(path: str | Path) -> dict:
         raise UserError(f"{path}: {exc}") from None
 
 
+def json_safe(obj):
+    """``obj`` with float NaN/inf replaced by ``None`` (strict JSON readers such as jq reject NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -261,7 +272,7 @@ def train(cfg: dict, resume: bool = True, progress: bool = True, evaluate_after:
 
         val = load_split(d_cfg, "val")
         summary["val"] = evaluate_model(model, val, layout, int(d_cfg["input_size"]), float(d_cfg["padding"]))
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
     return summary
 
 

@@ -44,11 +44,12 @@ def _fmt(v, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
-def run(configs_dir: Path, out: Path, only: list[str] | None, epochs: int | None, quiet: bool) -> dict:
+def run(configs_dir: Path, out: Path, only: list[str] | None, epochs: int | None, quiet: bool,
+        seed: int | None = None) -> dict:
     import torch
 
     import keypoint.evaluate  # noqa: F401 — import everything now: later edits must not mix in mid-run
-    from keypoint.train import load_config, train
+    from keypoint.train import json_safe, load_config, train
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,8 @@ def run(configs_dir: Path, out: Path, only: list[str] | None, epochs: int | None
         cfg["out_dir"] = str(out / name)
         if epochs is not None:
             cfg["train"]["epochs"] = epochs
+        if seed is not None:  # model init and batch order; the data stay the same
+            cfg["seed"] = seed
         metrics_path = Path(cfg["out_dir"]) / "metrics.json"
         if metrics_path.is_file():
             prev = json.loads(metrics_path.read_text())
@@ -73,7 +76,7 @@ def run(configs_dir: Path, out: Path, only: list[str] | None, epochs: int | None
         summary = train(cfg, resume=True, progress=not quiet)
         summary["config"] = cfg
         summary["wall_seconds"] = round(time.time() - t0, 1)
-        metrics_path.write_text(json.dumps(summary, indent=2))
+        metrics_path.write_text(json.dumps(json_safe(summary), indent=2))
         v = summary["val"]
         print(f"[{name}] done in {summary['wall_seconds']} s: vis_err {v['vis_error']:.2f} inv_err "
               f"{v['inv_error']:.2f} vis_score {v['vis_score']:.3f} inv_score {v['inv_score']:.3f} "
@@ -193,7 +196,7 @@ def plot(results: dict, path: Path) -> None:
                             (axes[2], ("occluded_error", "truncated_error"),
                              "invisible: occluded vs truncated")):
         for j, k in enumerate(keys):
-            vals = [np.nan_to_num(u[1][k], nan=0.0) for u in uniq]
+            vals = [0.0 if u[1][k] is None else float(np.nan_to_num(u[1][k], nan=0.0)) for u in uniq]
             ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=k)
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
@@ -214,20 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="config names to (re)run")
     ap.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--seed", type=int, default=None, help="override every config's training seed")
     ap.add_argument("--no-bootstrap", action="store_true",
                     help="skip the paired bootstrap (AdaAnchor vs heatmap)")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    results = run(Path(args.configs_dir), out, args.only, args.epochs, args.quiet)
+    results = run(Path(args.configs_dir), out, args.only, args.epochs, args.quiet, args.seed)
     table = markdown(results)
     verdict_ = verdict(results)
     if verdict_ and not args.no_bootstrap:
         verdict_["paired_bootstrap_adaanchor_minus_heatmap"] = paired_bootstrap(out)
     (out / "table.md").write_text(table + "\n\n" + verdict_markdown(verdict_))
-    (out / "results.json").write_text(json.dumps({
+    from keypoint.train import json_safe
+
+    (out / "results.json").write_text(json.dumps(json_safe({
         "results": {k: v["val"] for k, v in results.items()},
         "train_seconds": {k: v.get("train_seconds") for k, v in results.items()},
-        "paper": {name: paper for _, _, name, paper in ROWS}, "verdict": verdict_}, indent=2))
+        "paper": {name: paper for _, _, name, paper in ROWS}, "verdict": verdict_}), indent=2))
     if results:
         plot(results, out / "ablation.png")
     print(table)

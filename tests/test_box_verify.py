@@ -85,7 +85,7 @@ def test_no_attack_beats_a_certified_lower_bound(study):
         if key not in worst:
             pert = make_perturbation(rec["perturbation"], rec["eps"])
             worst[key] = attack_min_iou(model, images[rec["image"]], boxes[rec["image"]], pert,
-                                        n_random=128, pgd_steps=20, pgd_restarts=2).iou
+                                        n_random=64, pgd_steps=15, pgd_restarts=2).iou
         for ext in ("vanilla", "optimal"):
             lo, hi = rec[ext]["lower"], rec[ext]["upper"]
             assert lo - 1e-5 <= float(clean[rec["image"]]) <= hi + 1e-5
@@ -138,14 +138,40 @@ def test_resume_reuses_finished_units_and_recomputes_missing_or_broken_ones(tmp_
 
 def test_worker_pool_gives_the_same_bounds(tmp_path):
     model = tiny_detector()
-    images, boxes = block_images(POSITIONS[:2])
-    cfg = VerifyConfig(perturbations=["brightness"], eps={"brightness": [0.02]}, methods=["CROWN"], workers=2)
+    images, boxes = block_images(POSITIONS[:1])
+    cfg = VerifyConfig(perturbations=["noise", "brightness"], eps={"noise": [0.002], "brightness": [0.02]},
+                       methods=["CROWN"], workers=2)
     pooled = run_verification(model, images, boxes, cfg, tmp_path / "pool", progress=False)
     cfg.workers = 1
     serial = run_verification(model, images, boxes, cfg, tmp_path / "serial", progress=False)
+    assert pooled["computed_units"] == 2 and len(pooled["records"]) == 2
     for a, b in zip(pooled["records"], serial["records"]):
         assert a["box_lower"] == pytest.approx(b["box_lower"], abs=1e-5)
         assert a["optimal"]["lower"] == pytest.approx(b["optimal"]["lower"], abs=1e-6)
+
+
+class DiesInWorkers(nn.Module):
+    """Works in the main process; a worker process running it exits at once (like an OOM kill)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_detector()
+
+    def forward(self, x):
+        import multiprocessing
+        import os
+
+        if multiprocessing.current_process().name != "MainProcess":
+            os._exit(1)
+        return self.net(x)
+
+
+def test_a_dying_worker_gives_a_clear_error_not_a_hang(tmp_path):
+    images, boxes = block_images(POSITIONS[:1])
+    cfg = VerifyConfig(perturbations=["noise", "brightness"], eps={"noise": [0.002], "brightness": [0.02]},
+                       methods=["IBP"], workers=2)
+    with pytest.raises(UserError, match="worker process died"):
+        run_verification(DiesInWorkers().eval(), images, boxes, cfg, tmp_path, progress=False)
 
 
 def test_bad_detectors_and_ground_truths_are_rejected(tmp_path):

@@ -108,3 +108,22 @@ def test_bad_shapes_are_named():
         c.encode(torch.zeros(1, 4, 2), torch.ones(1, 3))
     with pytest.raises(UserError, match="sigma"):
         HeatmapCodec(64, 16, sigma=0)
+
+
+def test_anchor_decode_multi_thresholds_and_merges_duplicate_anchors():
+    a = AnchorCodec(64, 16, local_radius=0.0)
+    targets = torch.tensor([[3.2, 4.1], [11.6, 12.3]])  # map cells
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    d = torch.stack([((xs - t[0]) ** 2 + (ys - t[1]) ** 2) for t in targets])  # (2, h, w)
+    owner = d.argmin(0)
+    # Every cell points exactly at its nearest target; confidence high within 2 cells of a target.
+    off = torch.stack([targets[owner][..., 0] - xs, targets[owner][..., 1] - ys])
+    conf = torch.where(d.min(0).values <= 4, 3.0, -6.0)
+    out = {"confidence": conf[None, None], "anchor_offsets": off[None, None]}
+    found = a.decode_multi(out, threshold=0.5, merge_radius=1.0)
+    pts, scores = found[0]
+    assert len(pts) == 2 and (scores >= 0.5).all()  # ~26 candidate anchors, merged to 2 detections
+    expected = (targets + 0.5) * 4 - 0.5
+    for e in expected:
+        assert (pts - e).norm(dim=1).min() < 1e-4
+    assert len(a.decode_multi(out, threshold=0.99)[0][0]) == 0

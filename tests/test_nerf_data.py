@@ -109,7 +109,7 @@ def test_builtin_lego_parts_and_gt_surface():
     render, gt = load_scene_mesh("lego", gt_res=48)
     assert gt.is_watertight
     # GT surface points lie on the zero level of the analytic union SDF (within the MC voxel)
-    pts = gt.sample(2000, seed=0) if "seed" in gt.sample.__code__.co_varnames else gt.sample(2000)
+    pts = gt.sample(2000, seed=0)
     step = float((render.bounds[1] - render.bounds[0]).max()) * 1.1 / 47
     assert np.abs(parts_sdf(parts, pts.astype(np.float32))).max() < step
 

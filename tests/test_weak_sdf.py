@@ -15,7 +15,7 @@ from scipy.special import ndtri
 from scipy.stats import ncx2
 
 from geo_rs import UserError, VoxelGrid, WeakSDF, certified_radius, gaussian_blur3d, weak_sdf
-from geo_rs.sdf import blur_slack, weak_sdf_max_radius
+from geo_rs.sdf import blur_slack, certified_sdf_at, weak_sdf_max_radius
 
 
 def _halfspace(n=40, plane=19.5, dtype=torch.float64):
@@ -103,6 +103,11 @@ def test_ball_grid_pipeline_within_discretisation_tolerance(radius_vox, sigma):
     q = grid.sample(pts) / h
     d = (pts.norm(dim=1) / h - r_smooth).abs()
     assert (q.abs() <= d + 0.5 + math.sqrt(3) / 2).all()
+    # certified_sdf_at needs no interpolation allowance, even for points outside the grid.
+    far = torch.cat([pts, 3 * pts[:200]])
+    cq = certified_sdf_at(grid, far) / h
+    assert (cq.abs() <= (far.norm(dim=1) / h - r_smooth).abs() + 0.5).all()
+    assert (cq[:5000].abs() <= q.abs() + math.sqrt(3)).all() and (cq != 0).float().mean() > 0.5
     # And it is a useful bound: within a voxel of the smoothed surface's true signed distance nearby.
     near = dist < 3 * sigma
     assert (w - (r_smooth - rho))[near].abs().max() < 1.0

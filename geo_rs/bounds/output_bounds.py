@@ -246,9 +246,15 @@ def _build(module: nn.Module, example: tuple[Tensor, ...], original: nn.Module):
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    # Parameters are shared by reference with the BoundedModule, but the fused first layer is a copy:
-    # any in-place update (optimizer step) bumps _version and forces a rebuild.
-    return tuple((id(t), t._version, tuple(t.shape)) for t in list(model.parameters()) + list(model.buffers()))
+    """Content fingerprint of the weights: the fused first layer is a *copy*, so any weight update must
+    force a rebuild. (Tensor._version is no use: building a BoundedModule itself bumps it.)"""
+    out = []
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            f = t.detach().flatten().double()
+            ramp = torch.arange(1, f.numel() + 1, dtype=f.dtype, device=f.device)
+            out.append((id(t), tuple(t.shape), float(f.sum()), float((f * f).sum()), float((f * ramp).sum())))
+    return tuple(out)
 
 
 @dataclass

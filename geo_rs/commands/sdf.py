@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--sigma", type=float, default=1.5, help="Gaussian smoothing std in VOXELS (> 0)")
     p.add_argument("--out", type=Path, default=Path("runs/sdf"), help="output directory (created)")
     p.add_argument("--padding", type=int, default=None,
-                   help="empty voxels around the shape on each side (default: max(2, ceil(2σ)))")
+                   help="empty voxels around the shape on each side (default: max(2, ceil(2σ)), "
+                        "less on tiny grids)")
     p.add_argument("--band", type=float, default=2.0,
                    help="error band half-width in voxels: voxels with |exact SDF| ≤ band are compared")
     p.add_argument("--points", type=int, default=100_000, help="surface samples per mesh for the metrics")
@@ -134,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         mesh = load_mesh(args.input)
         stage("load", t0)
-        padding = args.padding if args.padding is not None else max(2, math.ceil(2 * args.sigma))
+        if args.padding is not None:
+            padding = args.padding
+        else:  # 2σ of empty margin, shrunk on tiny grids so that a few voxels remain for the shape
+            padding = max(0, min(max(2, math.ceil(2 * args.sigma)), (args.res - 5) // 2))
         if args.res - 1 - 2 * padding < 4:
             raise UserError(f"--res {args.res} leaves fewer than 4 voxels inside --padding {padding}")
         t0 = time.perf_counter()
@@ -173,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
     if smoothed_empty:
         print(f"  warning: σ={args.sigma} voxels smooths the whole shape away (weak SDF < 0 everywhere); "
               "no mesh written", file=sys.stderr)
+        (out / "mesh.ply").unlink(missing_ok=True)  # never leave a stale mesh from an earlier run
     else:
         pred = extract_mesh(sdf, 0.0)
         export_mesh(pred, out / "mesh.ply")
@@ -228,8 +233,9 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2))
 
     be, mm = report.get("band_error_voxels"), report.get("mesh_metrics")
-    print(f"wrote {out}/{{sdf.npy, grid.json, sdf.npz, mesh.ply, slices.png, report.json}} "
-          f"in {timings['total']:.2f} s")
+    written = ["sdf.npy", "grid.json", "sdf.npz"] + (["mesh.ply"] if pred is not None else []) + \
+        ["slices.png", "report.json"]
+    print(f"wrote {out}/{{{', '.join(written)}}} in {timings['total']:.2f} s")
     if be and be["mean_abs"] is not None:
         print(f"  |weak − exact| within ±{args.band:g} voxels of the surface: mean {be['mean_abs']:.3f}, "
               f"max {be['max_abs']:.3f} voxels ({be['n_voxels']} voxels)")

@@ -28,6 +28,8 @@ import json
 import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -286,11 +288,23 @@ def run_verification(
         buf = io.BytesIO()
         torch.save(model.cpu() if _device_of(model).type == "cpu" else model, buf)
         ctx = mp.get_context("spawn")  # fork after torch's thread pools were started can deadlock
-        with ctx.Pool(min(config.workers, len(todo)), initializer=_worker_init,
-                      initargs=(buf.getvalue(), images, boxes, config)) as pool:
-            for i, pert, recs, seconds in pool.imap_unordered(_worker_run, todo):
-                store(i, pert, recs, seconds)
-                bar.update()
+        # ProcessPoolExecutor (not multiprocessing.Pool): a worker killed by the OS (e.g. out of memory)
+        # breaks the pool with an error instead of silently losing its task and hanging the run.
+        with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=ctx, initializer=_worker_init,
+                                 initargs=(buf.getvalue(), images, boxes, config)) as pool:
+            futures = [pool.submit(_worker_run, task) for task in todo]
+            try:
+                for fut in as_completed(futures):
+                    i, pert, recs, seconds = fut.result()
+                    store(i, pert, recs, seconds)
+                    bar.update()
+            except BrokenProcessPool:
+                bar.close()
+                raise UserError(
+                    f"a worker process died (killed by the OS, likely out of memory) after {bar.n} of "
+                    f"{len(todo)} units; finished units are saved in {out}/parts: rerun to resume, with "
+                    "fewer --workers, a cheaper --method or fewer --images"
+                ) from None
     bar.close()
 
     records = []
