@@ -95,7 +95,8 @@ class VoxelGrid:
 
     # ----------------------------------------------------------------------------------- sampling
     def sample(self, points: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """Trilinear interpolation at world ``points`` (..., 3) → (...,); ``fill`` outside ``bounds``.
+        """Trilinear interpolation at world ``points`` (..., 3) → (...,); ``fill`` outside ``bounds``
+        (more than 1e-4 voxel beyond the outer voxel centres).
 
         Differentiable w.r.t. ``values`` and ``points``. Points are moved to the grid's device.
         """
@@ -113,7 +114,8 @@ class VoxelGrid:
         norm = (2 * idx / (size - 1) - 1).flip(-1)
         out = F.grid_sample(self.values[None, None], norm.view(1, 1, 1, -1, 3), mode="bilinear",
                             padding_mode="border", align_corners=True).view(-1)
-        inside = ((idx >= 0) & (idx <= size - 1)).all(dim=-1)
+        tol = 1e-4  # voxels: points on the boundary must not fall outside through rounding
+        inside = ((idx >= -tol) & (idx <= size - 1 + tol)).all(dim=-1)
         out = torch.where(inside, out, torch.full_like(out, float(fill)))
         return out.reshape(lead)
 

@@ -22,7 +22,7 @@ __all__ = ["builtin_shapes", "make_shape"]
 def _sphere():
     import trimesh
 
-    return trimesh.creation.icosphere(subdivisions=5, radius=0.4)
+    return trimesh.creation.icosphere(subdivisions=4, radius=0.4)
 
 
 def _torus():

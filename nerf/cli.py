@@ -58,8 +58,12 @@ def register(subparsers) -> None:
     d.add_argument("--out", default="runs/nerf_demo")
     d.add_argument("--config", default=None, help="YAML config (default: configs/nerf_demo.yaml settings)")
     d.add_argument("--threads", type=int, default=None)
-    d.add_argument("--budget", type=float, default=290.0,
-                   help="wall-clock seconds for the whole demo (training is capped to fit; default 290)")
+    d.add_argument(
+        "--budget",
+        type=float,
+        default=290.0,
+        help="wall-clock seconds for the whole demo (training is capped to fit; default 290)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_demo)
 
@@ -95,8 +99,10 @@ def _config_from_arg(arg: str, **overrides):
 
 
 def _summarise(report: dict, out: Path) -> None:
-    line = (f"test PSNR {report['test_psnr']:.2f} dB, SSIM {report['test_ssim']:.3f}, "
-            f"training {report['train_time_s']:.0f} s")
+    line = (
+        f"test PSNR {report['test_psnr']:.2f} dB, SSIM {report['test_ssim']:.3f}, "
+        f"training {report['train_time_s']:.0f} s"
+    )
     mm = report.get("mesh_metrics")
     if mm:
         line += (

@@ -186,9 +186,12 @@ class SmoothedDensity(nn.Module):
 class PlainDensity(nn.Module):
     """DVGO-like density grid without smoothing: g = softplus(θ(x) + b) / voxel."""
 
-    def __init__(self, spec: GridSpec, alpha_init: float = 1e-4, step_voxels: float = 0.5):
+    def __init__(
+        self, spec: GridSpec, alpha_init: float = 1e-4, step_voxels: float = 0.5, mesh_opacity: float = 0.3
+    ):
         super().__init__()
         self.spec = spec
+        self.mesh_opacity = float(mesh_opacity)
         self.shift = math.log(math.expm1(-math.log1p(-alpha_init) / step_voxels))
         self.theta = nn.Parameter(torch.zeros(spec.shape))
 
@@ -199,9 +202,11 @@ class PlainDensity(nn.Module):
         return F.softplus(sample_grid(grid, self.spec, points)[:, 0] + self.shift) / self.spec.voxel
 
     def level_grid(self) -> torch.Tensor:
-        """Per-voxel opacity minus ½ (positive inside): the surface is where a voxel-length of the
-        field is half opaque — the usual density-threshold mesh of voxel NeRFs. Not an SDF."""
-        return -torch.expm1(-F.softplus(self.theta + self.shift)) - 0.5
+        """Per-voxel opacity minus ``mesh_opacity`` (positive inside): the usual density-threshold
+        surface of voxel NeRFs (one voxel length of field is that opaque). Not an SDF. The default
+        0.3 is a choice: a plain grid spreads a surface over a few semi-transparent voxels, so ½ can
+        find no surface at all."""
+        return -torch.expm1(-F.softplus(self.theta + self.shift)) - self.mesh_opacity
 
     def upsample(self, spec: GridSpec) -> None:
         with torch.no_grad():

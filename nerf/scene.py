@@ -278,7 +278,6 @@ def render_views(
     Depth is the distance along the central ray of each pixel.
     """
 
-
     scene = _raycaster(mesh)
     focal = focal_from_angle(res, camera_angle_x)
     ss = supersample

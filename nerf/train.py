@@ -88,7 +88,7 @@ def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> Radian
             cfg.alpha_start,
         )
     else:
-        geo = PlainDensity(spec, cfg.alpha_init, cfg.step_voxels)
+        geo = PlainDensity(spec, cfg.alpha_init, cfg.step_voxels, cfg.plain_mesh_opacity)
     return RadianceField(geo, SHColor(cspec, cfg.sh_degree))
 
 
@@ -246,7 +246,8 @@ class Trainer:
         )
         stats = {}
         while self.step < until:
-            if self.cfg.time_limit_s is not None and self.train_time >= self.cfg.time_limit_s:
+            mean_step = self.train_time / max(1, self.step)  # stop before a step would overrun the limit
+            if self.cfg.time_limit_s is not None and self.train_time + mean_step > self.cfg.time_limit_s:
                 bar.write(f"time limit {self.cfg.time_limit_s:.0f} s reached at step {self.step}")
                 break
             t0, c0 = time.perf_counter(), time.process_time()

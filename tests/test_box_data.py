@@ -15,6 +15,8 @@ def test_canvas_is_deterministic_and_box_encloses_the_digit():
     assert torch.equal(a_img, b_img) and torch.equal(a_box, b_box) and torch.equal(a_dig, b_dig)
     c_img, c_box, _ = mnist_canvas(20, "test", seed=4)
     assert not torch.equal(a_box, c_box)
+    d_img, d_box, _ = mnist_canvas(7, "test", seed=3)  # a prefix of the same stream: runs can grow
+    assert torch.equal(d_img, a_img[:7]) and torch.equal(d_box, a_box[:7])
     assert a_img.shape == (20, 1, CANVAS, CANVAS) and 0 <= float(a_img.min()) and float(a_img.max()) <= 1
     assert bool(((a_box[:, 2:] - a_box[:, :2]) == DIGIT).all())
     assert bool((a_box >= 0).all() and (a_box <= CANVAS).all())

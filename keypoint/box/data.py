@@ -58,9 +58,14 @@ def mnist_canvas(n: int, split: str = "train", seed: int = 0) -> tuple[Tensor, T
     if n < 0:
         raise UserError(f"mnist_canvas: n must be >= 0, got {n}")
     pool_images, pool_labels = _digit_pools()[split]
-    rng = np.random.default_rng([seed, _SPLIT_OFFSET[split]])
-    pick = rng.integers(0, len(pool_labels), size=n)
-    corner = rng.integers(0, CANVAS - DIGIT + 1, size=(n, 2))  # (col, row) of the top-left pixel
+    # One generator per canvas: canvas i depends only on (split, seed, i), so the first k canvases of
+    # mnist_canvas(n) are those of mnist_canvas(k) and a verify run can grow without recomputation.
+    pick = np.empty(n, dtype=np.int64)
+    corner = np.empty((n, 2), dtype=np.int64)  # (col, row) of the top-left pixel
+    for i in range(n):
+        rng = np.random.default_rng([seed, _SPLIT_OFFSET[split], i])
+        pick[i] = rng.integers(0, len(pool_labels))
+        corner[i] = rng.integers(0, CANVAS - DIGIT + 1, size=2)
     images = np.zeros((n, 1, CANVAS, CANVAS), dtype=np.float32)
     for i, (col, row) in enumerate(corner):
         images[i, 0, row:row + DIGIT, col:col + DIGIT] = pool_images[pick[i]]
