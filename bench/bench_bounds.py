@@ -11,6 +11,7 @@ Uses ``keypoint.box.model.MnistBoxCNN`` with the trained weights ``runs/box/mnis
 ``runs/box/model.pt``) when present, MNIST canvases from ``keypoint.box.data.mnist_canvas`` when
 importable; otherwise the same architecture with random weights (noted in the output).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,16 @@ class _SameArchitecture(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * 22 * 22, 256), nn.ReLU(), nn.Linear(256, 4),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 22 * 22, 256),
+            nn.ReLU(),
+            nn.Linear(256, 4),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +56,7 @@ class _SameArchitecture(nn.Module):
 def load_model() -> tuple[nn.Module, str]:
     try:
         from keypoint.box.model import MnistBoxCNN
+
         model, source = MnistBoxCNN(), "keypoint.box.model.MnistBoxCNN"
     except ImportError:
         model, source = _SameArchitecture(), "bench copy of the architecture"
@@ -64,13 +73,14 @@ def load_model() -> tuple[nn.Module, str]:
 def load_images(n: int) -> tuple[torch.Tensor, str]:
     try:
         from keypoint.box.data import mnist_canvas
+
         return mnist_canvas(n, split="test", seed=0)[0], "MNIST canvases (test split)"
     except ImportError:
         g = torch.Generator().manual_seed(0)
         x = torch.zeros(n, 1, 90, 90)
         for i in range(n):
             r, c = torch.randint(0, 62, (2,), generator=g).tolist()
-            x[i, 0, r:r + 28, c:c + 28] = (torch.rand(28, 28, generator=g) > 0.7).float()
+            x[i, 0, r : r + 28, c : c + 28] = (torch.rand(28, 28, generator=g) > 0.7).float()
         return x, "synthetic canvases (keypoint.box.data not importable)"
 
 
@@ -92,9 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     model, model_src = load_model()
     x, data_src = load_images(args.images)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {model_src} ({n_params / 1e6:.2f} M parameters); data: {data_src}; "
-          f"{args.images} images, eps={args.eps}, threads={args.threads}, load average {os.getloadavg()[0]:.1f}")
-    perts = {"white noise": WhiteNoise(args.eps), "brightness": Brightness(args.eps), "contrast": Contrast(args.eps)}
+    print(
+        f"model: {model_src} ({n_params / 1e6:.2f} M parameters); data: {data_src}; "
+        f"{args.images} images, eps={args.eps}, threads={args.threads}, load average {os.getloadavg()[0]:.1f}"
+    )
+    perts = {
+        "white noise": WhiteNoise(args.eps),
+        "brightness": Brightness(args.eps),
+        "contrast": Contrast(args.eps),
+    }
     rows = []
     for pname, pert in perts.items():
         emp = empirical_width(model, x, pert)
@@ -103,29 +119,63 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = layer_bounds(model, x, pert, method)
             sec = (time.perf_counter() - t0) / len(x)
-            rows.append(dict(perturbation=pname, method=method, seconds_per_image=sec,
-                             mean_width=float(res.output.width.mean()), empirical_width=emp,
-                             pieces=res.n_pieces, fused=res.fused))
+            rows.append(
+                dict(
+                    perturbation=pname,
+                    method=method,
+                    seconds_per_image=sec,
+                    mean_width=float(res.output.width.mean()),
+                    empirical_width=emp,
+                    pieces=res.n_pieces,
+                    fused=res.fused,
+                )
+            )
         if pname != "white noise":
             t0 = time.perf_counter()
             res = layer_bounds(model, x, pert, "IBP", fuse=False)
             sec = (time.perf_counter() - t0) / len(x)
-            rows.append(dict(perturbation=pname, method="IBP (unfused, IoU-paper style)", seconds_per_image=sec,
-                             mean_width=float(res.output.width.mean()), empirical_width=emp,
-                             pieces=res.n_pieces, fused=False))
+            rows.append(
+                dict(
+                    perturbation=pname,
+                    method="IBP (unfused, IoU-paper style)",
+                    seconds_per_image=sec,
+                    mean_width=float(res.output.width.mean()),
+                    empirical_width=emp,
+                    pieces=res.n_pieces,
+                    fused=False,
+                )
+            )
     base = next(r for r in rows if r["perturbation"] == "white noise" and r["method"] == "IBP")
-    print(f"baseline = IBP, white noise: {base['seconds_per_image'] * 1e3:.1f} ms/image, "
-          f"mean width {base['mean_width']:.4g} px")
-    print(f"{'perturbation':12s} {'method':32s} {'ms/img':>8s} {'x base':>7s} {'width':>10s} {'x base':>7s} "
-          f"{'x empirical':>11s}")
+    print(
+        f"baseline = IBP, white noise: {base['seconds_per_image'] * 1e3:.1f} ms/image, "
+        f"mean width {base['mean_width']:.4g} px"
+    )
+    print(
+        f"{'perturbation':12s} {'method':32s} {'ms/img':>8s} {'x base':>7s} {'width':>10s} {'x base':>7s} "
+        f"{'x empirical':>11s}"
+    )
     for r in rows:
-        print(f"{r['perturbation']:12s} {r['method']:32s} {r['seconds_per_image'] * 1e3:8.1f} "
-              f"{r['seconds_per_image'] / base['seconds_per_image']:7.2f} {r['mean_width']:10.4g} "
-              f"{r['mean_width'] / base['mean_width']:7.3f} {r['mean_width'] / max(r['empirical_width'], 1e-12):11.1f}")
+        print(
+            f"{r['perturbation']:12s} {r['method']:32s} {r['seconds_per_image'] * 1e3:8.1f} "
+            f"{r['seconds_per_image'] / base['seconds_per_image']:7.2f} {r['mean_width']:10.4g} "
+            f"{r['mean_width'] / base['mean_width']:7.3f} "
+            f"{r['mean_width'] / max(r['empirical_width'], 1e-12):11.1f}"
+        )
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(model=model_src, data=data_src, eps=args.eps, images=args.images,
-                                   load_average=os.getloadavg()[0], rows=rows), indent=2))
+    out.write_text(
+        json.dumps(
+            dict(
+                model=model_src,
+                data=data_src,
+                eps=args.eps,
+                images=args.images,
+                load_average=os.getloadavg()[0],
+                rows=rows,
+            ),
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -60,10 +60,30 @@ from .bounds import (  # noqa: E402
     verify_linear,
 )
 
-__all__ += ["ArgmaxGadget", "Brightness", "Composed", "Contrast", "ExtremumResult", "LayerBounds", "MilpResult",
-            "NetworkEncoding", "Perturbation", "UnsupportedModelError", "Verdict", "WhiteNoise", "add_argmax",
-            "add_bounded_variables", "add_max", "encode_network", "layer_bounds", "output_bounds",
-            "output_extremum", "prune_candidates", "solve_milp", "verify_linear"]
+__all__ += [
+    "ArgmaxGadget",
+    "Brightness",
+    "Composed",
+    "Contrast",
+    "ExtremumResult",
+    "LayerBounds",
+    "MilpResult",
+    "NetworkEncoding",
+    "Perturbation",
+    "UnsupportedModelError",
+    "Verdict",
+    "WhiteNoise",
+    "add_argmax",
+    "add_bounded_variables",
+    "add_max",
+    "encode_network",
+    "layer_bounds",
+    "output_bounds",
+    "output_extremum",
+    "prune_candidates",
+    "solve_milp",
+    "verify_linear",
+]
 
 from .sdf import certified_sdf_at, weak_sdf_max_radius  # noqa: E402
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
-from statsmodels.stats.proportion import proportion_confint
 
 from .errors import UserError
 from .radius import certified_radius
@@ -167,6 +165,9 @@ def certify_from_counts(
     top = _top_class(selection_counts)
     count_a = np.take_along_axis(estimation_counts, top[:, None], axis=1)[:, 0]
     if count_a.size:
+        # Imported here: statsmodels + scipy.stats cost ~1.5 s, too much for `import geo_rs`.
+        from statsmodels.stats.proportion import proportion_confint
+
         lower, _ = proportion_confint(count_a, n, alpha=2 * alpha, method="beta")
         pa_lower = np.asarray(lower, dtype=np.float64)
         # statsmodels returns NaN for the lower end at count 0; the bound there is exactly 0.
@@ -196,6 +197,8 @@ def predict_from_counts(counts: np.ndarray, alpha: float) -> Prediction:
     Returns:
         :class:`Prediction` (host tensors, shape (B,)).
     """
+    from scipy.stats import binomtest  # lazy, as above
+
     counts = np.asarray(counts)
     top1 = _top_class(counts)
     rest = counts.copy()

@@ -8,7 +8,8 @@
   validation split (or the given COCO file).
 * ``geo-rs keypoint predict IMAGE --checkpoint CKPT [--box x,y,w,h ...] [--annotations COCO_JSON]
   [--category ID|auto] [--out PNG]`` — keypoints and links drawn on the image, JSON on stdout.
-  Boxes default to those in ``--annotations`` for that file name, else the whole image.
+  Boxes default to those in ``--annotations`` for that file name, else the whole image (the models
+  are top-down: trained on box crops, they are much less accurate on a whole-image "box").
 """
 from __future__ import annotations
 
@@ -193,7 +194,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         report.append({"category_id": int(cat_id), "category": cat.name, "box": [float(v) for v in box],
                        "keypoints": pts.round(2).tolist(), "scores": score[ch].round(4).tolist()})
     out = Path(args.out) if args.out else Path("runs/keypoint/predict") / f"{path.stem}.png"
-    draw_instances(image, instances, out, title=f"{ck['model_config'].get('type')}: {path.name}")
+    name = ck.get("config", {}).get("name", ck["model_config"].get("type"))
+    draw_instances(image, instances, out, title=f"{name}: {path.name} (green: score >= 0.3)")
     print(json.dumps({"image": str(path), "output": str(out), "instances": report}, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from .cameras import (
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import NerfConfig, load_config
 from .dataset import SceneInfo, Views, load_blender, load_scene_info
-from .evaluate import extract_and_score, psnr, render_test_views, ssim
+from .evaluate import extract_and_score, fill_cavities, psnr, render_test_views, ssim
 from .field import (
     GridSpec,
     PlainDensity,
@@ -47,6 +47,7 @@ __all__ = [
     "builtin_scene_names",
     "c2w_to_open3d_extrinsic",
     "extract_and_score",
+    "fill_cavities",
     "focal_from_angle",
     "load_blender",
     "load_checkpoint",

@@ -159,7 +159,11 @@ def _extract(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     gt = Path(payload["gt_mesh"]) if payload.get("gt_mesh") else None
     report = extract_and_score(
-        field, out, gt if gt is not None and gt.exists() else None, n_points=cfg.metric_points
+        field,
+        out,
+        gt if gt is not None and gt.exists() else None,
+        n_points=cfg.metric_points,
+        fill=cfg.fill_cavities,
     )
     if "mesh" not in report:
         raise UserError(f"{args.checkpoint}: no surface to extract ({report.get('mesh_error')})")

@@ -40,6 +40,7 @@ class NerfConfig:
     density_scale: float = 1.0  # κ: density = κ/voxel · (log(1+ε) − log(1+ε−G))
     density_eps: float = 1e-6
     alpha_init: float = 1e-4  # plain baseline: initial opacity of one sample interval
+    fill_cavities: bool = True  # mesh: fill enclosed (never observed) interior cavities first
     plain_mesh_opacity: float = 0.3  # plain baseline: mesh where one voxel length is this opaque
     sh_degree: int = 0
 

@@ -333,13 +333,14 @@ class Trainer:
 
         t0 = time.perf_counter()
         ev = self.evaluate(self.cfg.final_eval_views, self.out / "renders")
-        what = "weak SDF" if self.cfg.model == "smoothed" else "opacity − ½"
+        what = "weak SDF" if self.cfg.model == "smoothed" else f"opacity − {self.cfg.plain_mesh_opacity}"
         geo = extract_and_score(
             self.field,
             self.out,
             self.gt_mesh,
             title=f"{self.cfg.model} field: {what}",
             n_points=self.cfg.metric_points,
+            fill=self.cfg.fill_cavities,
         )
         report = {
             "model": self.cfg.model,

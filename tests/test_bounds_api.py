@@ -1,5 +1,6 @@
 """output_bounds: tightness of the fused brightness/contrast encoding, specifications, layer support,
 caching and error messages."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,6 +19,15 @@ from geo_rs import (
 )
 from geo_rs.bounds import affine_pieces
 from geo_rs.bounds.output_bounds import _CACHE
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 TOL = 1e-5
 
@@ -43,7 +53,8 @@ def test_ibp_brightness_strictly_tighter_than_white_noise_and_crown_tighter_stil
     mlp = wrapped_mlp()
     assert layer_bounds(mlp, x, Contrast(0.1), "IBP").fused
     assert _width(mlp, x, Contrast(0.1), "IBP") < float(
-        layer_bounds(mlp, x, Contrast(0.1), "IBP", fuse=False).output.width.mean())
+        layer_bounds(mlp, x, Contrast(0.1), "IBP", fuse=False).output.width.mean()
+    )
 
 
 def test_zero_eps_gives_the_clean_output():
@@ -95,13 +106,25 @@ def test_pieces_cover_the_set_exactly():
 
 
 LAYER_ZOO = {
-    "upsample_nearest": lambda: nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(),
-                                              nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3), nn.ReLU(),
-                                              nn.Flatten(), nn.Linear(2 * 10 * 10, 3)),
-    "conv_transpose": lambda: nn.Sequential(nn.Conv2d(1, 2, 2, stride=2), nn.ReLU(), nn.ConvTranspose2d(2, 1, 2, 2),
-                                            nn.Flatten(), nn.Linear(144, 2)),
-    "batchnorm1d_sigmoid": lambda: nn.Sequential(nn.Flatten(), nn.Linear(144, 8), nn.BatchNorm1d(8), nn.Sigmoid(),
-                                                 nn.Linear(8, 2)),
+    "upsample_nearest": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(2, 2, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2 * 10 * 10, 3),
+    ),
+    "conv_transpose": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 2, stride=2),
+        nn.ReLU(),
+        nn.ConvTranspose2d(2, 1, 2, 2),
+        nn.Flatten(),
+        nn.Linear(144, 2),
+    ),
+    "batchnorm1d_sigmoid": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(144, 8), nn.BatchNorm1d(8), nn.Sigmoid(), nn.Linear(8, 2)
+    ),
 }
 
 
@@ -119,8 +142,13 @@ def test_supported_layer_zoo_is_sound(name):
 
 
 def test_unsupported_layer_is_named():
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Upsample(scale_factor=1.5, mode="bilinear"),
-                        nn.Flatten(), nn.Linear(2 * 15 * 15, 2)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=1.5, mode="bilinear"),
+        nn.Flatten(),
+        nn.Linear(2 * 15 * 15, 2),
+    ).eval()
     with pytest.raises(UnsupportedModelError, match="Upsample"):
         output_bounds(net, sample_images(1), WhiteNoise(0.01), "IBP")
 

@@ -1,5 +1,6 @@
 """Soundness of output_bounds: for every small net x perturbation x method, the clean output, >= 10^4
 sampled inputs per image and a PGD attack on every output (both directions) stay inside the bounds."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,15 @@ import torch
 from test_bounds_nets import random_bn_cnn, sample_images, trained_cnn, wrapped_mlp
 
 from geo_rs import Brightness, Contrast, UnsupportedModelError, WhiteNoise, layer_bounds
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 METHODS = ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN"]
 PERTURBATIONS = {
@@ -35,8 +45,9 @@ def pgd_extremes(net, x, pert, steps: int = 25, restarts: int = 8) -> tuple[torc
             delta.requires_grad_(True)
             for _ in range(steps):
                 out = net(pert.apply(x, theta, delta).flatten(0, 1)).reshape(restarts, b, -1)[..., o]
-                g_t, g_d = torch.autograd.grad((sign * out).sum(), [theta, delta], allow_unused=True,
-                                               materialize_grads=True)
+                g_t, g_d = torch.autograd.grad(
+                    (sign * out).sum(), [theta, delta], allow_unused=True, materialize_grads=True
+                )
                 with torch.no_grad():
                     theta += (fam.theta_hi - fam.theta_lo) / 10 * g_t.sign()
                     theta.copy_(torch.maximum(torch.minimum(theta, fam.theta_hi), fam.theta_lo))
@@ -88,7 +99,10 @@ def test_pre_activation_bounds_contain_sampled_pre_activations(pert_name):
     x = sample_images(2)
     relus = [m for m in net if isinstance(m, torch.nn.ReLU)]
     seen: list[list[torch.Tensor]] = [[] for _ in relus]
-    hooks = [r.register_forward_hook(lambda m, i, o, k=k: seen[k].append(i[0].detach())) for k, r in enumerate(relus)]
+    hooks = [
+        r.register_forward_hook(lambda m, i, o, k=k: seen[k].append(i[0].detach()))
+        for k, r in enumerate(relus)
+    ]
     try:
         with torch.no_grad():
             xs = pert.sample(x, 2000, generator=torch.Generator().manual_seed(3))

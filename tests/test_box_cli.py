@@ -28,7 +28,7 @@ def test_train_verify_report_and_merge_end_to_end(trained, tmp_path, capsys):
     common = ["box", "verify", "--model", str(trained), "--data", str(coco), "--images", "1",
               "--perturbation", "brightness", "--workers", "1", "--quiet"]
     assert main(common + ["--eps", "0:0.002:2", "--method", "IBP", "--out", str(tmp_path / "a")]) == 0
-    assert main(common + ["--eps", "0.001", "--method", "CROWN", "--out", str(tmp_path / "b")]) == 0
+    assert main(common + ["--eps", "0.001", "--method", "CROWN-IBP", "--out", str(tmp_path / "b")]) == 0
     for name in ("results.json", "cba.md", "cba.csv", "cba_long.csv", "fig_iou_envelope.png", "fig_time.png"):
         assert (tmp_path / "a" / name).is_file(), name
     results = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -38,9 +38,9 @@ def test_train_verify_report_and_merge_end_to_end(trained, tmp_path, capsys):
     assert main(["box", "report", str(tmp_path / "a"), "--merge", str(tmp_path / "b"),
                  "--out", str(tmp_path / "ab")]) == 0
     merged = json.loads((tmp_path / "ab" / "results.json").read_text())
-    assert merged["config"]["methods"] == ["IBP", "CROWN"] and len(merged["records"]) == 3
+    assert merged["config"]["methods"] == ["IBP", "CROWN-IBP"] and len(merged["records"]) == 3
     assert merged["config"]["eps"]["brightness"] == [0.0, 0.001, 0.002]
-    assert "| optimal | CROWN | – | " in capsys.readouterr().out  # no CROWN run at ε = 0
+    assert "| optimal | CROWN-IBP | – | " in capsys.readouterr().out  # no CROWN-IBP run at ε = 0
 
 
 @pytest.mark.parametrize(

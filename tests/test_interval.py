@@ -1,4 +1,5 @@
 """Containment property of every Interval operation: the interval result holds every point result."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -6,6 +7,15 @@ from hypothesis import strategies as st
 
 from geo_rs import Interval
 from geo_rs.bounds import interval_max, interval_min
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 N = 6
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32)
@@ -119,8 +129,16 @@ def test_scalar_and_tensor_operands_on_both_sides(a, s):
     t = torch.full((N,), s)
     for x in pa:
         for out, val in [
-            (ia + s, x + s), (s + ia, s + x), (ia - s, x - s), (s - ia, s - x), (ia * s, x * s),
-            (s * ia, s * x), (t + ia, t + x), (t - ia, t - x), (t * ia, t * x), (ia * t, x * t),
+            (ia + s, x + s),
+            (s + ia, s + x),
+            (ia - s, x - s),
+            (s - ia, s - x),
+            (ia * s, x * s),
+            (s * ia, s * x),
+            (t + ia, t + x),
+            (t - ia, t - x),
+            (t * ia, t * x),
+            (ia * t, x * t),
             (ia / 2.5, x / 2.5),
         ]:
             assert bool(out.contains(val).all())

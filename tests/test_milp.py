@@ -1,5 +1,6 @@
 """MILP encodings: exact extrema inside the bounds and attained by a concrete input; verdicts never
 confused; the argmax gadget selects exactly the possible maximisers (ties included)."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,10 +28,26 @@ from geo_rs import (
 from geo_rs.bounds.milp_relu import dense_affine
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def small_cnn() -> nn.Sequential:
     torch.manual_seed(4)
-    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(2 * 3 * 3, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * 3 * 3, 6),
+        nn.ReLU(),
+        nn.Linear(6, 3),
+    ).eval()
 
 
 def image() -> torch.Tensor:
@@ -40,8 +57,11 @@ def image() -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("pert", [WhiteNoise(0.05), Brightness(0.1), Contrast(0.2) + Brightness(0.05)],
-                         ids=["noise", "brightness", "contrast+brightness"])
+@pytest.mark.parametrize(
+    "pert",
+    [WhiteNoise(0.05), Brightness(0.1), Contrast(0.2) + Brightness(0.05)],
+    ids=["noise", "brightness", "contrast+brightness"],
+)
 def test_exact_extremum_is_attained_and_inside_the_bounds(pert):
     net, x = small_cnn(), image()
     bounds = {m: output_bounds(net, x, pert, m) for m in ["IBP", "CROWN"]}
@@ -87,7 +107,12 @@ def test_verify_linear_certifies_or_returns_a_confirmed_counterexample():
 
 def test_dense_affine_matches_the_layers():
     torch.manual_seed(0)
-    layers = [nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.BatchNorm2d(3).eval(), nn.AvgPool2d(2), nn.Flatten()]
+    layers = [
+        nn.Conv2d(2, 3, 3, stride=2, padding=1),
+        nn.BatchNorm2d(3).eval(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+    ]
     W, b, shape = dense_affine(layers, (2, 8, 8))
     v = torch.rand(5, 2, 8, 8)
     with torch.no_grad():
@@ -100,6 +125,7 @@ def _status_fake(monkeypatch, status, sol_status, seconds=0.0):
     def fake_solve(self, solver=None, **kw):
         self.status, self.sol_status = status, sol_status
         return status
+
     monkeypatch.setattr(pulp.LpProblem, "solve", fake_solve)
 
 
@@ -125,11 +151,14 @@ def test_verdicts_are_never_confused(monkeypatch):
     _status_fake(monkeypatch, pulp.LpStatusNotSolved, pulp.LpSolutionIntegerFeasible)
     r = solve_milp(feas, time_limit=1)
     assert r.verdict is Verdict.COUNTEREXAMPLE and not r.optimal
+
     # "infeasible" reported when the time limit is hit is not trusted
     def slow_infeasible(self, solver=None, **kw):
         import time
+
         time.sleep(0.06)
         self.status, self.sol_status = pulp.LpStatusInfeasible, pulp.LpSolutionInfeasible
+
     monkeypatch.setattr(pulp.LpProblem, "solve", slow_infeasible)
     assert solve_milp(feas, time_limit=0.05).verdict is Verdict.UNKNOWN
     with pytest.raises(UserError, match="solver"):
@@ -218,3 +247,21 @@ def test_gadget_input_validation():
     with pytest.raises(UserError):
         add_argmax(prob, [1.0], [0.0, 1.0], [1.0, 2.0])
     assert list(itertools.islice(prune_candidates([0.0], [1.0]), 1)) == [0]
+
+
+def test_heatmap_decoder_with_bilinear_upsample_is_encoded_exactly():
+    """Upsample is linear, so the MILP is exact even where auto_LiRPA cannot bound it (interval fallback)."""
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(2, 1, 3, padding=1),
+        nn.Flatten(),
+    ).eval()
+    x, pert = image(), Brightness(0.1)
+    r = output_extremum(net, x, pert, output=14, sense="max")
+    assert r.exact and "interval arithmetic" in r.milp.extra["bounds"]
+    assert abs(r.model_value - r.value) <= 1e-4
+    with torch.no_grad():
+        assert r.value >= float(net(pert.sample(x, 2000).flatten(0, 1))[:, 14].max()) - 1e-5

@@ -99,6 +99,34 @@ def test_make_scene_cli_and_bad_source(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "t" / "train" / "r_1.png").exists() and (tmp_path / "t" / "mesh_gt.ply").exists()
+    # any mesh file works as SOURCE; its ground truth is the mesh itself
+    import trimesh
+
+    trimesh.creation.box(extents=(0.5, 0.3, 0.2)).export(tmp_path / "box.ply")
+    assert (
+        main(
+            [
+                "nerf",
+                "make-scene",
+                str(tmp_path / "box.ply"),
+                "--views",
+                "1",
+                "--res",
+                "8",
+                "--val-views",
+                "0",
+                "--test-views",
+                "1",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
+    gt = trimesh.load(tmp_path / "b" / "mesh_gt.ply")
+    assert (
+        np.allclose(gt.extents, (0.5, 0.3, 0.2)) and load_blender(tmp_path / "b", "test").images.shape[0] == 1
+    )
     assert main(["nerf", "make-scene", "no_such_thing", "--out", str(tmp_path / "x")]) == 2
     assert "neither a mesh file nor a built-in scene" in capsys.readouterr().err
 

@@ -92,3 +92,17 @@ def test_sh_basis_orthonormal():
     y = sh_basis(d, 2)
     gram = 4 * math.pi * (y.T @ y) / d.shape[0]
     assert torch.allclose(gram, torch.eye(9, dtype=torch.float64), atol=0.03)
+
+
+def test_fill_cavities_removes_only_enclosed_outside_regions():
+    from nerf.evaluate import fill_cavities
+
+    c = torch.stack(torch.meshgrid(*[torch.arange(20.0)] * 3, indexing="ij"), -1) - 9.5
+    r = c.norm(dim=-1)
+    shell = torch.minimum(r - 4.0, 7.0 - r)  # positive inside a hollow ball (4 < r < 7)
+    filled, n = fill_cavities(shell)
+    assert n == int((r <= 4.0).sum()) > 0
+    assert torch.all(filled[r <= 4.0] >= 0) and torch.equal(filled[r > 4.0], shell[r > 4.0])
+    # an open cavity (a tunnel to the border) is left alone
+    shell[10:, 9:11, 9:11] = -1.0
+    assert fill_cavities(shell)[1] == 0

@@ -22,6 +22,7 @@ Example::
     >>> a.square().lower
     tensor([0., 0.])
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -97,7 +98,8 @@ class Interval:
     def stack(intervals: Sequence[Interval], dim: int = 0) -> Interval:
         """Stack intervals along a new dimension (like ``torch.stack``)."""
         return Interval(
-            torch.stack([i.lower for i in intervals], dim), torch.stack([i.upper for i in intervals], dim),
+            torch.stack([i.lower for i in intervals], dim),
+            torch.stack([i.upper for i in intervals], dim),
             check=False,
         )
 
@@ -105,7 +107,8 @@ class Interval:
     def cat(intervals: Sequence[Interval], dim: int = 0) -> Interval:
         """Concatenate intervals along an existing dimension (like ``torch.cat``)."""
         return Interval(
-            torch.cat([i.lower for i in intervals], dim), torch.cat([i.upper for i in intervals], dim),
+            torch.cat([i.lower for i in intervals], dim),
+            torch.cat([i.upper for i in intervals], dim),
             check=False,
         )
 

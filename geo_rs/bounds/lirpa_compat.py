@@ -15,6 +15,7 @@ and is idempotent (applying it twice changes nothing):
 
 Use :func:`auto_lirpa` to get the patched module; never ``import auto_LiRPA`` elsewhere.
 """
+
 from __future__ import annotations
 
 import functools

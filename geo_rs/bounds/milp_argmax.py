@@ -31,6 +31,7 @@ Example::
     >>> r.verdict.name, g.selected()
     ('COUNTEREXAMPLE', 0)
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,8 +44,13 @@ from ..errors import UserError
 Value = pulp.LpVariable | pulp.LpAffineExpression | float | int
 
 
-def new_variable(prob: pulp.LpProblem, name: str, lo: float | None = None, hi: float | None = None,
-                 cat: str = pulp.LpContinuous) -> pulp.LpVariable:
+def new_variable(
+    prob: pulp.LpProblem,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    cat: str = pulp.LpContinuous,
+) -> pulp.LpVariable:
     """A variable attached to ``prob`` (``prob.add_variable`` on PuLP >= 3.3, which deprecates the
     free-standing ``LpVariable(...)`` constructor)."""
     if hasattr(prob, "add_variable"):
@@ -84,7 +90,9 @@ class ArgmaxGadget:
 def prune_candidates(lower: Sequence[float], upper: Sequence[float]) -> list[int]:
     """Indices ``i`` with ``upper[i] >= max_j lower[j]`` (the candidates that can be a maximum)."""
     if len(lower) != len(upper) or not len(lower):
-        raise UserError(f"argmax needs as many lower as upper bounds (>= 1); got {len(lower)} and {len(upper)}")
+        raise UserError(
+            f"argmax needs as many lower as upper bounds (>= 1); got {len(lower)} and {len(upper)}"
+        )
     lo = [float(v) for v in lower]
     hi = [float(v) for v in upper]
     bad = [i for i in range(len(lo)) if not lo[i] <= hi[i]]
@@ -94,8 +102,13 @@ def prune_candidates(lower: Sequence[float], upper: Sequence[float]) -> list[int
     return [i for i in range(len(lo)) if hi[i] >= best_lower]
 
 
-def add_argmax(prob: pulp.LpProblem, values: Sequence[Value], lower: Sequence[float], upper: Sequence[float],
-               name: str = "argmax") -> ArgmaxGadget:
+def add_argmax(
+    prob: pulp.LpProblem,
+    values: Sequence[Value],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    name: str = "argmax",
+) -> ArgmaxGadget:
     """Add the argmax gadget for ``values`` (with sound bounds) to ``prob``; see the module docstring.
 
     Args:
@@ -113,30 +126,43 @@ def add_argmax(prob: pulp.LpProblem, values: Sequence[Value], lower: Sequence[fl
     hi = [float(upper[i]) for i in survivors]
     if len(survivors) == 1:
         i = survivors[0]
-        expr = values[i] if not isinstance(values[i], (int, float)) else pulp.LpAffineExpression(constant=values[i])
+        expr = (
+            values[i]
+            if not isinstance(values[i], (int, float))
+            else pulp.LpAffineExpression(constant=values[i])
+        )
         return ArgmaxGadget(survivors, {i: 1}, expr, 0)
     m = new_variable(prob, f"{name}_max", max(lo), max(hi))
     binaries = {i: new_variable(prob, f"{name}_a{i}", cat=pulp.LpBinary) for i in survivors}
     prob += pulp.lpSum(binaries.values()) == 1, f"{name}_one"
     for pos, i in enumerate(survivors):
-        others = hi[:pos] + hi[pos + 1:]
+        others = hi[:pos] + hi[pos + 1 :]
         big_m = max(max(others) - lo[pos], 0.0)
         prob += m >= values[i], f"{name}_ge{i}"
         prob += m <= values[i] + big_m * (1 - binaries[i]), f"{name}_le{i}"
     return ArgmaxGadget(survivors, binaries, m, len(binaries))
 
 
-def add_max(prob: pulp.LpProblem, values: Sequence[Value], lower: Sequence[float], upper: Sequence[float],
-            name: str = "max") -> tuple[pulp.LpAffineExpression | pulp.LpVariable, ArgmaxGadget]:
+def add_max(
+    prob: pulp.LpProblem,
+    values: Sequence[Value],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    name: str = "max",
+) -> tuple[pulp.LpAffineExpression | pulp.LpVariable, ArgmaxGadget]:
     """``max_i values[i]`` as a pulp expression (exact), plus the gadget that encodes it."""
     g = add_argmax(prob, values, lower, upper, name)
     return g.maximum, g
 
 
-def add_bounded_variables(prob: pulp.LpProblem, lower: Sequence[float], upper: Sequence[float],
-                          lower_exprs: Sequence[pulp.LpAffineExpression] | None = None,
-                          upper_exprs: Sequence[pulp.LpAffineExpression] | None = None,
-                          name: str = "v") -> list[pulp.LpVariable]:
+def add_bounded_variables(
+    prob: pulp.LpProblem,
+    lower: Sequence[float],
+    upper: Sequence[float],
+    lower_exprs: Sequence[pulp.LpAffineExpression] | None = None,
+    upper_exprs: Sequence[pulp.LpAffineExpression] | None = None,
+    name: str = "v",
+) -> list[pulp.LpVariable]:
     """Continuous variables ``v_i ∈ [lower_i, upper_i]``, optionally also between linear bounds
     ``lower_exprs[i] <= v_i <= upper_exprs[i]`` (expressions of other variables, e.g. perturbation
     parameters). Useful as argmax candidates described only by their bounds."""

@@ -27,6 +27,7 @@ Example::
     >>> r.exact
     True
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,12 +39,22 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .milp_argmax import add_max, new_variable
 from .milp_result import MilpResult, Verdict, solve_milp
-from .output_bounds import layer_bounds
+from .output_bounds import UnsupportedModelError, layer_bounds
 from .perturbations import Perturbation, check_image
 
-AFFINE_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
-                 nn.Flatten, nn.Identity, nn.Dropout)
-MAX_DENSE = 4_000_000  # entries of one merged affine map; beyond that the network is too big for a MILP
+AFFINE_LAYERS = (
+    nn.Linear,
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.AvgPool2d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Upsample,  # nearest and (bi)linear interpolation are linear maps
+)
+MAX_DENSE = 20_000_000  # entries of one merged affine map; beyond that the network is too big for a MILP
 
 
 def _leaf_layers(model: nn.Module) -> list[nn.Module]:
@@ -55,7 +66,8 @@ def _leaf_layers(model: nn.Module) -> list[nn.Module]:
             seq = kids[0]
         else:
             raise UserError(
-                f"MILP encoding needs an nn.Sequential model (or a module wrapping one); got {type(model).__name__}"
+                "MILP encoding needs an nn.Sequential model (or a module wrapping one); "
+                f"got {type(model).__name__}"
             )
     out: list[nn.Module] = []
     for layer in seq:
@@ -78,14 +90,16 @@ def _blocks(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
             blocks.append(("maxpool", [layer]))
         else:
             raise UserError(
-                f"MILP encoding does not support layer {type(layer).__name__}; supported: ReLU, MaxPool2d and "
+                f"MILP encoding does not support layer {type(layer).__name__}; "
+                "supported: ReLU, MaxPool2d and "
                 "affine layers (Linear, Conv2d, ConvTranspose2d, BatchNorm (eval), AvgPool2d, Flatten)"
             )
     return blocks
 
 
-def dense_affine(layers: list[nn.Module], in_shape: tuple[int, ...], dtype=torch.float64,
-                 device=None) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+def dense_affine(
+    layers: list[nn.Module], in_shape: tuple[int, ...], dtype=torch.float64, device=None
+) -> tuple[Tensor, Tensor, tuple[int, ...]]:
     """``(W (m, n), b (m,), out_shape)`` with ``f(v) = W v + b`` on flattened inputs, by probing."""
     n = 1
     for d in in_shape:
@@ -198,8 +212,14 @@ def _ibp(W: Tensor, b: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     return wp @ lo + wn @ hi + b, wp @ hi + wn @ lo + b
 
 
-def encode_network(model: nn.Module, x: Tensor, perturbation: Perturbation, bounds_method: str = "CROWN",
-                   prob: pulp.LpProblem | None = None, name: str = "net") -> NetworkEncoding:
+def encode_network(
+    model: nn.Module,
+    x: Tensor,
+    perturbation: Perturbation,
+    bounds_method: str = "CROWN",
+    prob: pulp.LpProblem | None = None,
+    name: str = "net",
+) -> NetworkEncoding:
     """Encode ``model`` on the set ``perturbation`` around one image ``x`` ``(1, *image)`` into ``prob``.
 
     ``bounds_method`` ("CROWN", "CROWN-IBP", "IBP", "alpha-CROWN" or None for interval arithmetic only)
@@ -215,17 +235,25 @@ def encode_network(model: nn.Module, x: Tensor, perturbation: Perturbation, boun
     device = x.device
     fam = perturbation.family(x)
     crown = []
+    bounds_used = "interval arithmetic"
     if bounds_method is not None:
-        crown = layer_bounds(model, x, perturbation, bounds_method).pre_activations
+        try:
+            crown = layer_bounds(model, x, perturbation, bounds_method).pre_activations
+            bounds_used = f"{bounds_method} ∩ interval arithmetic"
+        except UnsupportedModelError as exc:  # e.g. bilinear Upsample: still exact, only more binaries
+            bounds_used = f"interval arithmetic ({bounds_method} unavailable: {str(exc)[:120]})"
     n_relu = sum(1 for kind, _ in blocks if kind == "relu")
     if crown and len(crown) != n_relu:
         crown = []  # cannot match them to layers: rely on interval arithmetic (still sound)
+        bounds_used = "interval arithmetic (pre-activation bounds did not match the ReLU layers)"
 
     # --- input layer: θ, δ and clamped pixels -------------------------------------------------------
     xf = x[0].flatten().double().cpu()
     n_px = xf.numel()
-    theta = [new_variable(prob, f"{name}_theta{k}", float(fam.theta_lo[k]), float(fam.theta_hi[k]))
-             for k in range(fam.n_params)]
+    theta = [
+        new_variable(prob, f"{name}_theta{k}", float(fam.theta_lo[k]), float(fam.theta_hi[k]))
+        for k in range(fam.n_params)
+    ]
     delta = None
     if fam.noise > 0:
         delta = [new_variable(prob, f"{name}_delta{i}", -fam.noise, fam.noise) for i in range(n_px)]
@@ -275,14 +303,25 @@ def encode_network(model: nn.Module, x: Tensor, perturbation: Perturbation, boun
                 hi_t = torch.minimum(hi_t, c.upper.reshape(-1).double().cpu())
                 hi_t = torch.maximum(hi_t, lo_t)  # only float dust can invert them
             relu_idx += 1
-            values = [bld.materialize(bld.relu(v, float(lo_t[j]), float(hi_t[j])), max(float(lo_t[j]), 0.0),
-                                      max(float(hi_t[j]), 0.0)) for j, v in enumerate(values)]
+            values = [
+                bld.materialize(
+                    bld.relu(v, float(lo_t[j]), float(hi_t[j])),
+                    max(float(lo_t[j]), 0.0),
+                    max(float(hi_t[j]), 0.0),
+                )
+                for j, v in enumerate(values)
+            ]
             lo_t, hi_t = lo_t.clamp(min=0), hi_t.clamp(min=0)
         else:  # maxpool
             pool = layers[0]
             idx = torch.arange(1, len(values) + 1, dtype=torch.float64).reshape(1, *shape)
-            win = nn.functional.unfold(idx.reshape(shape[0], 1, *shape[1:]), pool.kernel_size,
-                                       dilation=pool.dilation, padding=pool.padding, stride=pool.stride)
+            win = nn.functional.unfold(
+                idx.reshape(shape[0], 1, *shape[1:]),
+                pool.kernel_size,
+                dilation=pool.dilation,
+                padding=pool.padding,
+                stride=pool.stride,
+            )
             with torch.no_grad():
                 out_shape = tuple(pool(torch.zeros(1, *shape)).shape[1:])
             new_vals, new_lo, new_hi = [], [], []
@@ -301,9 +340,18 @@ def encode_network(model: nn.Module, x: Tensor, perturbation: Perturbation, boun
             values, shape = new_vals, out_shape
             lo_t, hi_t = torch.tensor(new_lo, dtype=torch.float64), torch.tensor(new_hi, dtype=torch.float64)
     n_unstable = bld.n_unstable
-    return NetworkEncoding(prob, values, (lo_t.tolist(), hi_t.tolist()), theta, delta, x, perturbation,
-                           n_binaries=bld.n_bin, n_unstable=n_unstable,
-                           stats={"clamp_binaries": n_clamp_bin, "relus": n_relu})
+    return NetworkEncoding(
+        prob,
+        values,
+        (lo_t.tolist(), hi_t.tolist()),
+        theta,
+        delta,
+        x,
+        perturbation,
+        n_binaries=bld.n_bin,
+        n_unstable=n_unstable,
+        stats={"clamp_binaries": n_clamp_bin, "relus": n_relu, "bounds": bounds_used},
+    )
 
 
 @dataclass
@@ -339,9 +387,17 @@ def _objective_vector(c, n_out: int, output: int | None) -> list[float]:
     return vec
 
 
-def output_extremum(model: nn.Module, x: Tensor, perturbation: Perturbation, output: int | None = None,
-                    c: Tensor | None = None, sense: str = "max", bounds_method: str = "CROWN",
-                    solver: str = "CBC", time_limit: float | None = None) -> ExtremumResult:
+def output_extremum(
+    model: nn.Module,
+    x: Tensor,
+    perturbation: Perturbation,
+    output: int | None = None,
+    c: Tensor | None = None,
+    sense: str = "max",
+    bounds_method: str = "CROWN",
+    solver: str = "CBC",
+    time_limit: float | None = None,
+) -> ExtremumResult:
     """Exact ``max`` (or ``min``) of ``model(x')[output]`` (or ``c · model(x')``) over the set."""
     if sense not in ("max", "min"):
         raise UserError(f"sense must be 'max' or 'min', got {sense!r}")
@@ -361,9 +417,17 @@ def output_extremum(model: nn.Module, x: Tensor, perturbation: Perturbation, out
     return ExtremumResult(res.objective, res.optimal, inp, real, res)
 
 
-def verify_linear(model: nn.Module, x: Tensor, perturbation: Perturbation, c: Tensor, threshold: float,
-                  bounds_method: str = "CROWN", solver: str = "CBC", time_limit: float | None = None,
-                  tol: float = 1e-6) -> MilpResult:
+def verify_linear(
+    model: nn.Module,
+    x: Tensor,
+    perturbation: Perturbation,
+    c: Tensor,
+    threshold: float,
+    bounds_method: str = "CROWN",
+    solver: str = "CBC",
+    time_limit: float | None = None,
+    tol: float = 1e-6,
+) -> MilpResult:
     """Certify ``c · model(x') > threshold`` for every ``x'`` in the set.
 
     Falsification MILP ``c · f <= threshold`` (objective: minimise ``c · f``): infeasible ⇒ CERTIFIED;

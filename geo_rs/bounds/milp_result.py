@@ -21,6 +21,7 @@ Example::
     >>> solve_milp(prob).verdict is Verdict.CERTIFIED
     True
 """
+
 from __future__ import annotations
 
 import enum
@@ -52,7 +53,8 @@ class MilpResult:
         objective: objective value of the returned assignment (None without one).
         assignment: ``{variable name: value}`` of the returned assignment (None without one).
         counterexample: a concrete input realising the assignment (filled by encoders that can).
-        confirmed: whether a forward pass of ``counterexample`` really violates the property (None: unchecked).
+        confirmed: whether a forward pass of ``counterexample`` really violates the property
+            (None: unchecked).
         solver, status, solution_status: solver name and pulp's raw status strings.
         seconds, n_binaries, n_constraints, n_variables: size and cost of the solve.
     """
@@ -94,12 +96,16 @@ def make_solver(solver: str = "CBC", time_limit: float | None = None, msg: bool 
 
 
 def count_binaries(prob: pulp.LpProblem) -> int:
-    return sum(1 for v in prob.variables() if v.cat == pulp.LpBinary or (
-        v.cat == pulp.LpInteger and v.lowBound == 0 and v.upBound == 1))
+    return sum(
+        1
+        for v in prob.variables()
+        if v.cat == pulp.LpBinary or (v.cat == pulp.LpInteger and v.lowBound == 0 and v.upBound == 1)
+    )
 
 
-def solve_milp(prob: pulp.LpProblem, solver: str = "CBC", time_limit: float | None = None,
-               msg: bool = False) -> MilpResult:
+def solve_milp(
+    prob: pulp.LpProblem, solver: str = "CBC", time_limit: float | None = None, msg: bool = False
+) -> MilpResult:
     """Solve ``prob`` and classify the outcome (see module docstring).
 
     An infeasibility reported at (or after) the time limit is treated as UNKNOWN: some solver/pulp
@@ -117,7 +123,10 @@ def solve_milp(prob: pulp.LpProblem, solver: str = "CBC", time_limit: float | No
     status = pulp.LpStatus.get(prob.status, str(prob.status))
     sol_status = pulp.LpSolution.get(prob.sol_status, str(prob.sol_status))
     timed_out = time_limit is not None and seconds >= 0.98 * time_limit
-    has_solution = error is None and prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    has_solution = error is None and prob.sol_status in (
+        pulp.LpSolutionOptimal,
+        pulp.LpSolutionIntegerFeasible,
+    )
     if error is None and prob.status == pulp.LpStatusInfeasible and not timed_out:
         verdict = Verdict.CERTIFIED
     elif has_solution and prob.status in (pulp.LpStatusOptimal, pulp.LpStatusNotSolved):
@@ -130,7 +139,8 @@ def solve_milp(prob: pulp.LpProblem, solver: str = "CBC", time_limit: float | No
         objective = pulp.value(prob.objective) if prob.objective is not None else None
     return MilpResult(
         verdict=verdict,
-        optimal=verdict is Verdict.COUNTEREXAMPLE and prob.status == pulp.LpStatusOptimal
+        optimal=verdict is Verdict.COUNTEREXAMPLE
+        and prob.status == pulp.LpStatusOptimal
         and prob.sol_status == pulp.LpSolutionOptimal,
         objective=None if objective is None else float(objective),
         assignment=assignment,

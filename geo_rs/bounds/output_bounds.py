@@ -29,6 +29,7 @@ Example::
     >>> lo.shape
     torch.Size([2, 3])
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,21 @@ from .perturbations import AffinePieces, Perturbation, affine_pieces, check_imag
 METHODS = {"IBP": "IBP", "CROWN-IBP": "IBP+backward", "CROWN": "backward", "ALPHA-CROWN": "CROWN-Optimized"}
 
 SUPPORTED_LAYERS = (
-    nn.Conv2d, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
-    nn.ConvTranspose2d, nn.Identity, nn.Dropout, nn.Sigmoid, nn.Tanh, nn.Upsample, nn.Sequential,
+    nn.Conv2d,
+    nn.Linear,
+    nn.ReLU,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.AvgPool2d,
+    nn.MaxPool2d,
+    nn.Flatten,
+    nn.ConvTranspose2d,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Upsample,
+    nn.Sequential,
 )
 
 _ONNX_TO_TORCH = {
@@ -111,8 +125,10 @@ def _rewrite_upsample(model: nn.Module, example: Tensor) -> nn.Module:
     if not ups:
         return model
     channels: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: channels.__setitem__(n, inp[0].shape[1]))
-             for n, m in ups]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: channels.__setitem__(n, inp[0].shape[1]))
+        for n, m in ups
+    ]
     with torch.no_grad():
         model(example)
     for h in hooks:
@@ -148,7 +164,10 @@ def _split_first_layer(model: nn.Module, example: Tensor) -> tuple[nn.Module, nn
     first, rest = layers[0], nn.Sequential(*layers[1:])
     if wrapped:
         with torch.no_grad():
-            probe = torch.cat([example, torch.rand_like(example)])
+            # a private generator: probing must not disturb the caller's random stream
+            gen = torch.Generator(device=example.device).manual_seed(0)
+            noise = torch.rand(example.shape, generator=gen, device=example.device, dtype=example.dtype)
+            probe = torch.cat([example, noise])
             inp = probe.flatten(1) if flatten_first else probe
             if not torch.allclose(model(probe), rest(first(inp)), rtol=1e-4, atol=1e-5):
                 return None
@@ -160,8 +179,15 @@ class _FusedFamilyNet(nn.Module):
     base image, bias included), ``G_1..G_k`` (first layer without bias applied to each direction,
     flattened) and optionally the slack ``s`` (an image), each per piece."""
 
-    def __init__(self, k: int, first_out: tuple[int, ...], first_nobias: nn.Module, rest: nn.Module,
-                 with_slack: bool, flatten_slack: bool) -> None:
+    def __init__(
+        self,
+        k: int,
+        first_out: tuple[int, ...],
+        first_nobias: nn.Module,
+        rest: nn.Module,
+        with_slack: bool,
+        flatten_slack: bool,
+    ) -> None:
         super().__init__()
         self.k, self.first_out, self.with_slack, self.flatten_slack = k, first_out, with_slack, flatten_slack
         n = 1
@@ -217,8 +243,13 @@ class _LogCapture(logging.Handler):
 def _unsupported_message(model: nn.Module, messages: list[str], exc: Exception) -> str:
     ops = sorted({m.split("Name: ")[1].split(",")[0] for m in messages if m.startswith("Name: ")})
     named = [f"{op} ({_ONNX_TO_TORCH[op]})" if op in _ONNX_TO_TORCH else op for op in ops]
-    odd = sorted({f"{n or '<model>'}: {type(m).__name__}" for n, m in model.named_modules()
-                  if not list(m.children()) and not isinstance(m, SUPPORTED_LAYERS)})
+    odd = sorted(
+        {
+            f"{n or '<model>'}: {type(m).__name__}"
+            for n, m in model.named_modules()
+            if not list(m.children()) and not isinstance(m, SUPPORTED_LAYERS)
+        }
+    )
     parts = [f"auto_LiRPA cannot bound this model: {type(exc).__name__}: {str(exc)[:200]}"]
     if named:
         parts.append("unsupported operation(s): " + ", ".join(named))
@@ -235,7 +266,9 @@ def _build(module: nn.Module, example: tuple[Tensor, ...], original: nn.Module):
     logger.propagate = False
     # auto_LiRPA 0.3's "patches" mode breaks on a transposed conv followed by a conv (CROWN backward):
     # the dense "matrix" mode handles it (slower, fine for the small decoders verification targets).
-    opts = {"conv_mode": "matrix"} if any(isinstance(m, nn.ConvTranspose2d) for m in module.modules()) else None
+    opts = (
+        {"conv_mode": "matrix"} if any(isinstance(m, nn.ConvTranspose2d) for m in module.modules()) else None
+    )
     try:
         return lirpa.BoundedModule(module, example, device=example[0].device, bound_opts=opts)
     except (NotImplementedError, KeyError, RuntimeError, TypeError, AttributeError, AssertionError) as exc:
@@ -323,28 +356,70 @@ def _check_spec(C: Tensor | None, b: int, n_out: int) -> Tensor | None:
         C = C.unsqueeze(0).expand(b, -1, -1)
     if C.dim() != 3 or C.shape[0] != b or C.shape[2] != n_out:
         raise UserError(
-            f"specification C must have shape (n_spec, {n_out}) or ({b}, n_spec, {n_out}); got {tuple(C.shape)}"
+            f"specification C must have shape (n_spec, {n_out}) or ({b}, n_spec, {n_out}); "
+            f"got {tuple(C.shape)}"
         )
     return C
 
 
-def _compute(bounded, inputs, method: str, C: Tensor | None, alpha_iterations: int):
+def _compute(
+    bounded, inputs, method: str, C: Tensor | None, alpha_iterations: int, interm: dict | None = None
+):
     lirpa_method = METHODS[method.upper()]
-    kwargs = {}
     if method == "alpha-CROWN":
         bounded.set_bound_opts({"optimize_bound_args": {"iteration": int(alpha_iterations)}})
     try:
         with torch.no_grad() if method != "alpha-CROWN" else torch.enable_grad():
-            lb, ub = bounded.compute_bounds(x=inputs, method=lirpa_method, C=C, **kwargs)
-    except (AssertionError, RuntimeError, TypeError, ValueError) as exc:
+            lb, ub = bounded.compute_bounds(
+                x=inputs, method=lirpa_method, C=C, intermediate_layer_bounds=interm
+            )
+    except (AssertionError, RuntimeError, TypeError, ValueError, MemoryError) as exc:
+        if isinstance(exc, MemoryError) or "allocate" in str(exc):
+            raise UserError(
+                f"out of memory computing {method} bounds ({str(exc)[:120]}); use fewer images per call or "
+                "a cheaper method (CROWN-IBP / IBP)"
+            ) from exc
         kinds = sorted({type(m).__name__ for m in bounded.modules() if type(m).__name__.startswith("Bound")})
         pools = [k for k in kinds if "Pool" in k] if method == "alpha-CROWN" else []
-        hint = f" (likely culprit: {', '.join(pools)}; auto_LiRPA 0.3 {method} fails on pooling layers — " \
-               "use method='CROWN')" if pools else ""
+        hint = (
+            f" (likely culprit: {', '.join(pools)}; auto_LiRPA 0.3 {method} fails on pooling layers — "
+            "use method='CROWN')"
+            if pools
+            else ""
+        )
         raise UnsupportedModelError(
             f"auto_LiRPA {method} failed on this model: {type(exc).__name__}: {str(exc)[:200]}{hint}"
         ) from exc
     return lb.detach(), ub.detach()
+
+
+def _fused_crown_setup(bounded, args, first_out: tuple[int, ...], n_rows: int) -> dict | None:
+    """Keep CROWN through the fused θ-map affordable on large first layers.
+
+    Backward rows reaching the θ replication are dense over all first-layer outputs, so (1) the
+    intermediate-neuron batch is capped at ~256 MB of such rows and (2) the bounds of the first layer's
+    output — exact by IBP, since it is linear in θ and the independent slack — are handed to auto_LiRPA
+    instead of being recomputed by CROWN (which would need an n_first x n_first matrix)."""
+    n_first = 1
+    for d in first_out:
+        n_first *= d
+    bounded.set_bound_opts({"crown_batch_size": max(16, int(2**26 / max(1, n_rows * n_first)))})
+    target = None
+    for node in bounded._modules.values():
+        if (
+            type(node).__name__ == "BoundReshape"
+            and tuple(getattr(node, "output_shape", ())[1:]) == first_out
+        ):
+            target = node
+            break
+    if target is None:
+        return None
+    with torch.no_grad():
+        bounded.compute_bounds(x=args, method="IBP")
+    lo, hi = getattr(target, "lower", None), getattr(target, "upper", None)
+    if lo is None or hi is None:
+        return None
+    return {target.name: (lo.detach().clone(), hi.detach().clone())}
 
 
 def layer_bounds(
@@ -414,22 +489,33 @@ def _layer_bounds(model, x, perturbation, method, C, max_pieces, alpha_iteration
     key = ("family", k, with_slack, fused, tuple(x.shape[1:]), x.dtype, str(x.device))
 
     def make():
-        wrapper = _FusedFamilyNet(k, first_out, _no_bias_copy(first) if fused else first, rest,
-                                  with_slack, flatten_first).to(x.device).eval()
+        wrapper = (
+            _FusedFamilyNet(
+                k, first_out, _no_bias_copy(first) if fused else first, rest, with_slack, flatten_first
+            )
+            .to(x.device)
+            .eval()
+        )
         return _build(wrapper, example, model)
 
     entry = _cached(model, key, make)
     n_p = pieces.n_pieces
-    theta = pieces.theta_lo.new_zeros(b * n_p, k) + (pieces.theta_lo + pieces.theta_hi).reshape(b * n_p, k) / 2
-    ptb = lirpa.PerturbationLpNorm(norm=inf, eps=0.0, x_L=pieces.theta_lo.reshape(b * n_p, k),
-                                   x_U=pieces.theta_hi.reshape(b * n_p, k))
+    theta = (
+        pieces.theta_lo.new_zeros(b * n_p, k) + (pieces.theta_lo + pieces.theta_hi).reshape(b * n_p, k) / 2
+    )
+    ptb = lirpa.PerturbationLpNorm(
+        norm=inf, eps=0.0, x_L=pieces.theta_lo.reshape(b * n_p, k), x_U=pieces.theta_hi.reshape(b * n_p, k)
+    )
     args = [lirpa.BoundedTensor(theta, ptb), *inputs[:-1]]
     if with_slack:
         s_lo, s_hi = inputs[-1]
         s_ptb = lirpa.PerturbationLpNorm(norm=inf, eps=0.0, x_L=s_lo, x_U=s_hi)
         args.append(lirpa.BoundedTensor((s_lo + s_hi) / 2, s_ptb))
     Cp = None if C is None else C.repeat_interleave(n_p, dim=0)
-    lb, ub = _compute(entry.bounded, tuple(args), method, Cp, alpha_iterations)
+    interm = None
+    if method != "IBP" and fused:
+        interm = _fused_crown_setup(entry.bounded, tuple(args), first_out, b * n_p)
+    lb, ub = _compute(entry.bounded, tuple(args), method, Cp, alpha_iterations, interm)
     lb = lb.reshape(b, n_p, -1).amin(1)
     ub = ub.reshape(b, n_p, -1).amax(1)
     pre = _relu_input_bounds(entry.bounded, b, n_p)
@@ -508,6 +594,7 @@ def output_bounds(
         UnsupportedModelError: auto_LiRPA cannot handle a layer (named in the message).
         UserError: bad method, image range, or C shape.
     """
-    res = layer_bounds(model, x, perturbation, method, C, max_pieces=max_pieces,
-                       alpha_iterations=alpha_iterations)
+    res = layer_bounds(
+        model, x, perturbation, method, C, max_pieces=max_pieces, alpha_iterations=alpha_iterations
+    )
     return res.output.lower, res.output.upper

@@ -24,6 +24,7 @@ Example::
     >>> bool(((s - x).abs() <= 0.01 + 1e-7).all())
     True
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ def check_image(x: Tensor, name: str = "x") -> Tensor:
         raise UserError(f"{name} must be batched (B, ...), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise UserError(f"{name} must be a float tensor, got {x.dtype}")
-    if x.numel() and (bool(torch.isnan(x).any()) or float(x.min()) < -_PIXEL_TOL or float(x.max()) > 1 + _PIXEL_TOL):
+    if x.numel() and (
+        bool(torch.isnan(x).any()) or float(x.min()) < -_PIXEL_TOL or float(x.max()) > 1 + _PIXEL_TOL
+    ):
         raise UserError(
-            f"{name} must hold pixels in [0, 1] without NaN; got range [{float(x.min()):.4g}, {float(x.max()):.4g}]"
+            f"{name} must hold pixels in [0, 1] without NaN; "
+            f"got range [{float(x.min()):.4g}, {float(x.max()):.4g}]"
         )
     return x
 

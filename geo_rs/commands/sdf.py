@@ -1,9 +1,9 @@
-"""``geo-rs sdf``: weak (certified) SDF of a mesh, a built-in shape or an occupancy grid.
+"""geo-rs sdf: weak (certified) SDF of a mesh, a built-in shape or an occupancy grid.
 
-Outputs in ``--out DIR``:
+Outputs in --out DIR:
   sdf.npy      the weak SDF, float32 (X, Y, Z), world units, positive inside
   grid.json    origin, voxel_size, shape, σ (voxels and world) and the index convention
-  sdf.npz      the same as a geo_rs.VoxelGrid file (``VoxelGrid.load``)
+  sdf.npz      the same as a geo_rs.VoxelGrid file (VoxelGrid.load)
   mesh.ply     marching cubes of the weak SDF at level 0 (world coordinates, outward normals)
   slices.png   three axis cuts of the weak SDF with the zero level in black
   report.json  timings, |weak SDF − exact SDF| in a band around the surface (voxels) and mesh
@@ -26,10 +26,14 @@ from ..errors import UserError
 GRID_SUFFIXES = (".npy", ".npz")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the description's layout and show defaults."""
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sdf", help="weak (certified) SDF of a mesh or built-in shape, with mesh, slices and report",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("input", metavar="INPUT",
                    help="mesh file (PLY/OBJ/STL/OFF/GLB), occupancy grid (.npy in [0,1] or VoxelGrid .npz), "
                         "or a built-in shape: sphere, torus, parts, box")
@@ -38,13 +42,13 @@ def register(subparsers) -> None:
     p.add_argument("--sigma", type=float, default=1.5, help="Gaussian smoothing std in VOXELS (> 0)")
     p.add_argument("--out", type=Path, default=Path("runs/sdf"), help="output directory (created)")
     p.add_argument("--padding", type=int, default=None,
-                   help="empty voxels around the shape on each side (default: max(2, ceil(2σ)), "
-                        "less on tiny grids)")
+                   help="empty voxels around the shape on each side; unset: max(2, ceil(2σ)), "
+                        "less on tiny grids")
     p.add_argument("--band", type=float, default=2.0,
                    help="error band half-width in voxels: voxels with |exact SDF| ≤ band are compared")
     p.add_argument("--points", type=int, default=100_000, help="surface samples per mesh for the metrics")
     p.add_argument("--voxel-size", type=float, default=None,
-                   help="voxel size for a .npy occupancy INPUT (default 1/res)")
+                   help="voxel size for a .npy occupancy INPUT (default: 1 / its largest dimension)")
     p.add_argument("--kernel", choices=("integrated", "sampled"), default="integrated",
                    help="blur taps: Gaussian integrated over voxels (exact for box voxels) or point-sampled")
     p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling for the metrics")

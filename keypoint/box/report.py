@@ -127,6 +127,8 @@ def plot_envelopes(results: dict, path: Path) -> Path:
         for c, p in enumerate(perts):
             ax = axes[r][c]
             eps = [float(e) for e in cfg["eps"][p]]
+            if not any(look.get((ext, m, p, e)) for ext in cfg["extensions"] for e in eps):
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
             for ext in cfg["extensions"]:
                 rows = [look.get((ext, m, p, e)) for e in eps]
                 if not all(rows):
@@ -168,15 +170,19 @@ def plot_times(results: dict, path: Path) -> Path:
         eps = [float(e) for e in cfg["eps"][p]]
         ext0 = cfg["extensions"][0]
         for k, m in enumerate(cfg["methods"]):
-            rows = [look.get((ext0, m, p, e)) for e in eps]
-            if all(rows):
-                ax.plot(eps, [row["mean_time_box"] for row in rows], styles[k % 4], ms=3,
-                        label=f"step 1: {m}")
+            pts = [(e, look[(ext0, m, p, e)]["mean_time_box"]) for e in eps if (ext0, m, p, e) in look]
+            if pts:
+                ax.plot(*zip(*pts), styles[k % 4], ms=3, label=f"step 1: {m}")
         for ext in cfg["extensions"]:
-            rows = [look.get((ext, cfg["methods"][0], p, e)) for e in eps]
-            if all(rows):
-                ax.plot(eps, [row["mean_time_iou"] for row in rows], "--", color=_COLORS.get(ext, "gray"),
-                        label=f"step 2: {ext} IoU")
+            # step-2 time over all methods' boxes at each ε
+            pts = []
+            for e in eps:
+                times = [look[(ext, m, p, e)]["mean_time_iou"] for m in cfg["methods"]
+                         if (ext, m, p, e) in look]
+                if times:
+                    pts.append((e, sum(times) / len(times)))
+            if pts:
+                ax.plot(*zip(*pts), "--", color=_COLORS.get(ext, "gray"), label=f"step 2: {ext} IoU")
         ax.set_yscale("log")
         ax.set_xlabel("ε")
         ax.set_title(p, fontsize=10)
