@@ -86,6 +86,10 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .klpnet_train import cli_train_klpnet, is_klpnet_config
+
+    if is_klpnet_config(args.config):  # KLPNet has its own trainer (graph + grouping stages)
+        return cli_train_klpnet(args)
     from .train import json_safe, load_config, train
 
     cfg = load_config(args.config)
@@ -101,6 +105,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .klpnet_train import cli_eval_klpnet, is_klpnet_checkpoint
+
+    if is_klpnet_checkpoint(args.checkpoint):
+        return cli_eval_klpnet(args)
     from .data.coco import load_coco
     from .data.dataset import KeypointLayout
     from .evaluate import evaluate_model, load_checkpoint
@@ -137,6 +145,10 @@ def _parse_box(text: str) -> np.ndarray:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .klpnet_train import cli_predict_klpnet, is_klpnet_checkpoint
+
+    if is_klpnet_checkpoint(args.checkpoint):
+        return cli_predict_klpnet(args)
     import torch
     from PIL import Image, UnidentifiedImageError
 
