@@ -15,7 +15,7 @@ $(STAMP): $(DEPS)
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/geo-rs sdf parts --res 128 --sigma 1.5 --out runs/demo
+	$(BIN)/geo-rs nerf demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                         sampled_max=sampled,
                     )
                 )
+                print(
+                    f"  done: width {width}, {pname}, {solver}: {r.milp.verdict.name}, "
+                    f"{r.milp.n_binaries} binaries, {r.milp.seconds:.2f} s",
+                    flush=True,
+                )
     base = rows[0]["solve_seconds"]
     print(f"baseline solve time = CBC, width {rows[0]['width']}, {rows[0]['perturbation']}: {base:.2f} s")
     print(

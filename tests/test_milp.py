@@ -265,3 +265,20 @@ def test_heatmap_decoder_with_bilinear_upsample_is_encoded_exactly():
     assert abs(r.model_value - r.value) <= 1e-4
     with torch.no_grad():
         assert r.value >= float(net(pert.sample(x, 2000).flatten(0, 1))[:, 14].max()) - 1e-5
+
+
+@pytest.mark.parametrize("solver", ["CBC", "HiGHS"])
+def test_every_real_input_is_feasible_in_the_encoding(solver):
+    """Regression: float32 CROWN bounds ~1e-7 too tight once made the MILP exclude the maximiser at the
+    edge of the brightness range. Fixing θ (boundaries included) must leave exactly the real output."""
+    net, x, pert = small_cnn(), image(), Brightness(0.1)
+    for theta in [-0.1, -0.037, 0.0, 0.061, 0.1]:
+        prob = pulp.LpProblem("fix", pulp.LpMaximize)
+        enc = encode_network(net, x, pert, "CROWN", prob=prob)
+        prob += enc.outputs[1]
+        prob += enc.theta[0] == theta
+        r = solve_milp(prob, solver=solver)
+        assert r.verdict is Verdict.COUNTEREXAMPLE and r.optimal, (theta, r.status)
+        with torch.no_grad():
+            real = float(net(pert.apply(x, torch.tensor([[theta]])))[0, 1])
+        assert abs(r.objective - real) <= 1e-4, (theta, r.objective, real)

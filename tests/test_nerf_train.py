@@ -60,7 +60,7 @@ def test_resume_continues_identically(scene, tmp_path, model):
 
 def test_cli_train_outputs_and_extract_mesh(scene, tmp_path, capsys):
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(json.dumps({"data": str(scene), "steps": 20, **TINY}))  # JSON is valid YAML
+    cfg_path.write_text(json.dumps({"data": str(scene), "steps": 40, **TINY}))  # JSON is valid YAML
     out = tmp_path / "run"
     assert main(["nerf", "train", str(cfg_path), "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())

@@ -54,6 +54,7 @@ AFFINE_LAYERS = (
     nn.Dropout,
     nn.Upsample,  # nearest and (bi)linear interpolation are linear maps
 )
+BOUND_MARGIN = 1e-5  # relative+absolute widening of float32 pre-activation bounds used by the MILP
 MAX_DENSE = 20_000_000  # entries of one merged affine map; beyond that the network is too big for a MILP
 
 
@@ -225,10 +226,18 @@ def encode_network(
     ``bounds_method`` ("CROWN", "CROWN-IBP", "IBP", "alpha-CROWN" or None for interval arithmetic only)
     supplies the pre-activation bounds; tighter bounds give fewer unstable ReLUs, i.e. fewer binaries.
     """
+    was_training = model.training
+    model.eval()
+    try:
+        return _encode_network(model, x, perturbation, bounds_method, prob, name)
+    finally:
+        model.train(was_training)
+
+
+def _encode_network(model, x, perturbation, bounds_method, prob, name) -> NetworkEncoding:
     check_image(x)
     if x.shape[0] != 1:
         raise UserError(f"encode_network takes one image (1, ...); got batch {x.shape[0]}")
-    model.eval()
     blocks = _blocks(model)
     prob = prob if prob is not None else pulp.LpProblem(name, pulp.LpMaximize)
     bld = _Builder(prob, name)
@@ -299,9 +308,14 @@ def encode_network(
         elif kind == "relu":
             if crown:
                 c = crown[relu_idx]
-                lo_t = torch.maximum(lo_t, c.lower.reshape(-1).double().cpu())
-                hi_t = torch.minimum(hi_t, c.upper.reshape(-1).double().cpu())
-                hi_t = torch.maximum(hi_t, lo_t)  # only float dust can invert them
+                # auto_LiRPA bounds are float32 and can be ~1e-7 too tight against the float64 MILP
+                # arithmetic; a MILP that excludes a real input by a rounding error is unsound, so
+                # widen them before intersecting with our own (float64) interval bounds.
+                c_lo = c.lower.reshape(-1).double().cpu()
+                c_hi = c.upper.reshape(-1).double().cpu()
+                lo_t = torch.maximum(lo_t, c_lo - BOUND_MARGIN * (1 + c_lo.abs()))
+                hi_t = torch.minimum(hi_t, c_hi + BOUND_MARGIN * (1 + c_hi.abs()))
+                hi_t = torch.maximum(hi_t, lo_t)
             relu_idx += 1
             values = [
                 bld.materialize(

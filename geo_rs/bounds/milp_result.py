@@ -133,6 +133,18 @@ def solve_milp(
         verdict = Verdict.COUNTEREXAMPLE
     else:
         verdict = Verdict.UNKNOWN
+    if verdict is Verdict.COUNTEREXAMPLE:
+        # A solver stopped on time may hand back a non-integral point (seen with CBC): not a solution.
+        frac = [
+            v.name
+            for v in prob.variables()
+            if v.cat == pulp.LpInteger
+            and v.varValue is not None
+            and abs(v.varValue - round(v.varValue)) > 1e-5
+        ]
+        if frac:
+            verdict = Verdict.UNKNOWN
+            sol_status = f"{sol_status} (rejected: {len(frac)} fractional integer variables)"
     assignment = objective = None
     if verdict is Verdict.COUNTEREXAMPLE:
         assignment = {v.name: v.varValue for v in prob.variables()}

@@ -13,11 +13,13 @@ layer exactly instead of treating every pixel as independent. Bounds of all piec
 If the first layer cannot be found (a model that is not an ``nn.Sequential`` or a module wrapping one),
 the map is not fused; bounds stay sound but IBP is then as loose as white noise (``fused=False``).
 
-Layers known to work (tested, all four methods unless noted): Conv2d, Linear, ReLU, BatchNorm (eval),
-AvgPool2d, MaxPool2d, Flatten, ConvTranspose2d, Sigmoid/Tanh (IBP/CROWN only in MILP terms: no MILP),
-nn.Upsample(nearest, integer scale) — rewritten here to an equivalent depthwise ConvTranspose2d.
+Layers known to work (tested with IBP and CROWN; all four methods unless noted): Conv2d, Linear, ReLU,
+BatchNorm1d/2d (eval), AvgPool2d, MaxPool2d (not alpha-CROWN), Flatten, ConvTranspose2d (groups=1, no
+padding; the model is then bounded in auto_LiRPA's dense "matrix" mode), Sigmoid/Tanh (no MILP for
+those), nn.Upsample(nearest, integer scale) — rewritten here to an equivalent ConvTranspose2d.
 auto_LiRPA 0.3 limits: alpha-CROWN fails on MaxPool2d and on AvgPool2d followed by a conv; those raise
-:class:`UnsupportedModelError` naming the layer (use "CROWN").
+:class:`UnsupportedModelError` naming the layer (use "CROWN"); bilinear Upsample and other unknown ops
+raise it at build time with the operation and the layer type named.
 
 Example::
 
@@ -473,7 +475,7 @@ def _layer_bounds(model, x, perturbation, method, C, max_pieces, alpha_iteration
         ptb = lirpa.PerturbationLpNorm(norm=inf, eps=fam.noise, x_L=lo, x_U=hi)
         lb, ub = _compute(entry.bounded, (lirpa.BoundedTensor(x, ptb),), method, C, alpha_iterations)
         pre = _relu_input_bounds(entry.bounded, b, 1)
-        return LayerBounds(Interval(lb, ub), pre, method, fused=True, n_pieces=1)
+        return LayerBounds(Interval(lb.flatten(1), ub.flatten(1)), pre, method, fused=True, n_pieces=1)
 
     pieces = affine_pieces(perturbation, x, max_pieces=max_pieces)
     net = _rewrite_upsample(model, x[:1])
@@ -588,7 +590,7 @@ def output_bounds(
         alpha_iterations: optimisation steps of alpha-CROWN.
 
     Returns:
-        ``(lower, upper)``, each ``(B, n_out)`` or ``(B, n_spec)``.
+        ``(lower, upper)``, each ``(B, n_out)`` (outputs flattened) or ``(B, n_spec)``.
 
     Raises:
         UnsupportedModelError: auto_LiRPA cannot handle a layer (named in the message).
