@@ -8,6 +8,10 @@ the smoothed occupancy f̂(x) and r is the weak SDF: positive inside (p > ½), n
 in p's dtype (δ = 2⁻²⁴ in float32, 2⁻⁵³ in float64). The largest representable |r| is therefore
 ``max_radius_sigmas(dtype) * sigma``: 5.29σ in float32, 8.21σ in float64 (never inf). Gradients are
 zero where the clamp is active.
+
+Pass a *lower bound* on the probability (as CERTIFY does with Clopper–Pearson): a value that is 1 only
+because it was rounded would claim the clamp's maximal radius. ``geo_rs.weak_sdf`` adds its own slack
+for the blur's truncation and rounding for exactly that reason.
 """
 from __future__ import annotations
 
@@ -54,6 +58,6 @@ def certified_radius(p: torch.Tensor | float, sigma: float, check: bool = True) 
     if check and p.numel():
         lo, hi = torch.aminmax(p.detach())
         if torch.isnan(lo) or torch.isnan(hi) or lo < 0 or hi > 1:
-            raise UserError(f"probabilities must lie in [0, 1] without NaN; got range [{lo.item()}, {hi.item()}]")
+            raise UserError(f"probabilities must lie in [0, 1] without NaN; got [{lo.item()}, {hi.item()}]")
     d = _delta(p.dtype)
     return sigma * torch.special.ndtri(p.clamp(d, 1 - d))

@@ -134,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_box(text: str) -> np.ndarray:
+def parse_box(text: str) -> np.ndarray:
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
@@ -166,7 +166,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, ck = load_checkpoint(args.checkpoint)
     layout = KeypointLayout.from_dict(ck["layout"])
     h, w = image.shape[:2]
-    boxes: list[tuple[np.ndarray, int | None]] = [(_parse_box(b), None) for b in args.box]
+    boxes: list[tuple[np.ndarray, int | None]] = [(parse_box(b), None) for b in args.box]
     if not boxes and args.annotations:
         from .data.coco import load_coco
 

@@ -40,7 +40,6 @@ Example::
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -58,6 +57,7 @@ from .data.synth import Category, KeypointData, SynthConfig
 from .links import average_precision, object_adjacency, roc_auc
 from .metrics import pck
 from .models.klpnet import ImagePrediction, KLPNet, parse_klpnet_options
+from .train import merge_config, read_config
 
 CHECKPOINT_FORMAT = "geo-rs-klpnet/1"
 
@@ -75,25 +75,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------------------ config
-def _merge(base: dict, over: dict, where: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if k not in base:
-            raise UserError(f"config: unknown field '{where}{k}'; known: {sorted(base)}")
-        if isinstance(base[k], dict) and k not in ("model", "synth"):
-            if not isinstance(v, dict):
-                raise UserError(f"config: '{where}{k}' must be a mapping, got {type(v).__name__}")
-            out[k] = _merge(base[k], v, f"{where}{k}.")
-        else:
-            out[k] = v
-    return out
-
-
 def resolve_klpnet_config(cfg: dict) -> dict:
     """Defaults filled in, field names and values checked (clear :class:`UserError` otherwise)."""
     if not isinstance(cfg, dict):
         raise UserError(f"config must be a mapping, got {type(cfg).__name__}")
-    out = _merge(DEFAULT_CONFIG, cfg, "")
+    out = merge_config(DEFAULT_CONFIG, cfg)
     if out["model"].get("type", "klpnet") != "klpnet":
         raise UserError(f"config: model.type must be 'klpnet' for this trainer, "
                         f"got '{out['model'].get('type')}'")
@@ -115,17 +101,7 @@ def resolve_klpnet_config(cfg: dict) -> dict:
 
 def load_klpnet_config(path: str | Path) -> dict:
     """Read and resolve a YAML config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    try:
-        return resolve_klpnet_config(raw)
-    except UserError as exc:
-        raise UserError(f"{path}: {exc}") from None
+    return read_config(path, resolve_klpnet_config)
 
 
 def load_klpnet_split(data_cfg: dict, split: str, cache: bool = True) -> KeypointData:
@@ -708,15 +684,9 @@ def cli_predict_klpnet(args) -> int:
         raise UserError(f"{path}: not a readable image") from None
     boxes, cats = None, None
     if getattr(args, "box", None):
-        boxes = []
-        for text in args.box:
-            try:
-                vals = [float(v) for v in text.split(",")]
-            except ValueError:
-                raise UserError(f"--box must be four numbers x,y,w,h; got '{text}'") from None
-            if len(vals) != 4 or vals[2] <= 0 or vals[3] <= 0:
-                raise UserError(f"--box must be x,y,w,h with w, h > 0; got '{text}'")
-            boxes.append(vals)
+        from .cli import parse_box  # the generic CLI's parser: same --box syntax and errors
+
+        boxes = [parse_box(text).tolist() for text in args.box]
         if getattr(args, "category", "auto") in (None, "auto"):
             raise UserError("KLPNet needs the category of each --box: pass --category ID")
         try:

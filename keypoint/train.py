@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
-def _merge(base: dict, over: dict, where: str) -> dict:
+def merge_config(base: dict, over: dict, where: str = "") -> dict:
+    """``base`` overridden by ``over``; unknown fields are errors (``model``, ``synth``: owners check)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in base:
@@ -76,7 +78,7 @@ def _merge(base: dict, over: dict, where: str) -> dict:
         if isinstance(base[k], dict) and k not in ("model", "synth"):
             if not isinstance(v, dict):
                 raise UserError(f"config: '{where}{k}' must be a mapping, got {type(v).__name__}")
-            out[k] = _merge(base[k], v, f"{where}{k}.")
+            out[k] = merge_config(base[k], v, f"{where}{k}.")
         else:
             out[k] = v
     return out
@@ -86,7 +88,7 @@ def resolve_config(cfg: dict) -> dict:
     """Fill defaults and validate field names (``model`` and ``data.synth`` are checked by their owners)."""
     if not isinstance(cfg, dict):
         raise UserError(f"config must be a mapping, got {type(cfg).__name__}")
-    out = _merge(DEFAULT_CONFIG, cfg, "")
+    out = merge_config(DEFAULT_CONFIG, cfg)
     if out["data"]["source"] not in ("synth", "coco"):
         raise UserError(f"config: data.source must be 'synth' or 'coco', got '{out['data']['source']}'")
     SynthConfig.from_dict(out["data"]["synth"] or {})
@@ -98,8 +100,8 @@ def resolve_config(cfg: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config and resolve it; clear errors for a missing file or bad YAML."""
+def read_config(path: str | Path, resolve: Callable[[dict], dict]) -> dict:
+    """Read a YAML config and ``resolve`` it; errors name the file (missing, bad YAML, bad field)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
@@ -108,9 +110,14 @@ def load_config(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     try:
-        return resolve_config(raw)
+        return resolve(raw)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config and resolve it with :func:`resolve_config`."""
+    return read_config(path, resolve_config)
 
 
 def json_safe(obj):

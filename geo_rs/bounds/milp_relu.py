@@ -195,7 +195,9 @@ def _affine(values: list, W: Tensor, b: Tensor) -> list:
     Wn = W.numpy()
     out = []
     for j in range(Wn.shape[0]):
-        terms = []
+        # A variable may feed several inputs (shared pixel clamps): sum its coefficients here, since
+        # LpAffineExpression([(v, a), (v, b)]) keeps only the last pair.
+        coefs: dict = {}
         const = float(b[j])
         for i in Wn[j].nonzero()[0]:
             v = values[i]
@@ -203,7 +205,8 @@ def _affine(values: list, W: Tensor, b: Tensor) -> list:
             if isinstance(v, (int, float)):
                 const += c * v
             else:
-                terms.append((v, c))
+                coefs[v] = coefs.get(v, 0.0) + c
+        terms = [(v, c) for v, c in coefs.items() if c != 0.0]
         out.append(pulp.LpAffineExpression(terms, constant=const) if terms else const)
     return out
 
@@ -273,7 +276,14 @@ def _encode_network(model, x, perturbation, bounds_method, prob, name) -> Networ
         zlo = zlo + torch.minimum(a * fam.theta_lo[k].item(), a * fam.theta_hi[k].item())
         zhi = zhi + torch.maximum(a * fam.theta_lo[k].item(), a * fam.theta_hi[k].item())
     values: list = []
+    # Without per-pixel noise, pixels with the same value and directions are the same function of θ
+    # (e.g. every background pixel under brightness is clamp(b)): encode each such clamp once.
+    shared: dict[tuple, object] = {}
     for i in range(n_px):
+        key = (float(xf[i]), tuple(float(dirs[k, i]) for k in range(fam.n_params)))
+        if delta is None and key in shared:
+            values.append(shared[key])
+            continue
         terms = [(theta[k], float(dirs[k, i])) for k in range(fam.n_params) if float(dirs[k, i]) != 0.0]
         if delta is not None:
             terms.append((delta[i], 1.0))
@@ -292,6 +302,7 @@ def _encode_network(model, x, perturbation, bounds_method, prob, name) -> Networ
                 over = bld.relu(r - 1, r_lo - 1, r_hi - 1, "pxc") if not isinstance(r, float) else 0.0
                 r = r - over
             values.append(bld.materialize(r, min(max(lo_i, 0.0), 1.0), min(max(hi_i, 0.0), 1.0)))
+        shared[key] = values[-1]
     lo_t = zlo.clamp(0, 1)
     hi_t = zhi.clamp(0, 1)
     n_clamp_bin = bld.n_bin
