@@ -18,3 +18,14 @@ def _seed_everything():
     torch.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One BLAS thread, for tests of tiny models/graphs: a second thread only adds synchronisation
+    (up to 50× slower on a busy 2-core machine). Opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,14 +20,7 @@ from geo_rs import (
 from geo_rs.bounds import affine_pieces
 from geo_rs.bounds.output_bounds import _CACHE
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOL = 1e-5
 

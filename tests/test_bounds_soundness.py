@@ -9,14 +9,7 @@ from test_bounds_nets import random_bn_cnn, sample_images, trained_cnn, wrapped_
 
 from geo_rs import Brightness, Contrast, UnsupportedModelError, WhiteNoise, layer_bounds
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS = ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN"]
 PERTURBATIONS = {

@@ -8,14 +8,7 @@ from hypothesis import strategies as st
 from geo_rs import Interval
 from geo_rs.bounds import interval_max, interval_min
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N = 6
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32)

@@ -21,14 +21,7 @@ from keypoint.models.klpnet_heads import (
     stage_kernels,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs and graphs: one thread is faster than two on the shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- coarse-to-fine targets

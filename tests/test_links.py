@@ -19,14 +19,7 @@ from keypoint.links import (
     skeleton_edges_for_graph,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny dense graphs: thread start-up costs more than the maths, and the CI box is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ hand-computed metrics

@@ -27,14 +27,7 @@ from geo_rs import (
 )
 from geo_rs.bounds.milp_relu import dense_affine
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks: a second BLAS thread only adds synchronisation (50x slower on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cnn() -> nn.Sequential:
