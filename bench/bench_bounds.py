@@ -31,57 +31,21 @@ from geo_rs import Brightness, Contrast, WhiteNoise, layer_bounds  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _SameArchitecture(nn.Module):
-    """Conv(1→16,3,p1)-ReLU-MaxPool2-Conv(16→16,3,p1)-ReLU-MaxPool2-Flatten-Linear(7744→256)-ReLU-Linear(256→4)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(16 * 22 * 22, 256),
-            nn.ReLU(),
-            nn.Linear(256, 4),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 def load_model() -> tuple[nn.Module, str]:
-    try:
-        from keypoint.box.model import MnistBoxCNN
+    """The MNIST-canvas detector of the box study: trained weights if `geo-rs box train` wrote them."""
+    from keypoint.box.model import MnistBoxCNN, load_detector
 
-        model, source = MnistBoxCNN(), "keypoint.box.model.MnistBoxCNN"
-    except ImportError:
-        model, source = _SameArchitecture(), "bench copy of the architecture"
-    for name in ["runs/box/model.pt", "runs/box/mnist_box.pt"]:
-        path = ROOT / name
-        if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-            return model.eval(), f"{source}, trained weights {name}"
+    path = ROOT / "runs/box/mnist_box.pt"
+    if path.is_file():
+        return load_detector(path)[0], f"MnistBoxCNN, trained weights {path.relative_to(ROOT)}"
     torch.manual_seed(0)
-    return model.eval(), f"{source}, RANDOM weights (no runs/box weights found)"
+    return MnistBoxCNN().eval(), "MnistBoxCNN, RANDOM weights (run `geo-rs box train` first for trained ones)"
 
 
 def load_images(n: int) -> tuple[torch.Tensor, str]:
-    try:
-        from keypoint.box.data import mnist_canvas
+    from keypoint.box.data import mnist_canvas
 
-        return mnist_canvas(n, split="test", seed=0)[0], "MNIST canvases (test split)"
-    except ImportError:
-        g = torch.Generator().manual_seed(0)
-        x = torch.zeros(n, 1, 90, 90)
-        for i in range(n):
-            r, c = torch.randint(0, 62, (2,), generator=g).tolist()
-            x[i, 0, r : r + 28, c : c + 28] = (torch.rand(28, 28, generator=g) > 0.7).float()
-        return x, "synthetic canvases (keypoint.box.data not importable)"
+    return mnist_canvas(n, split="test", seed=0)[0], "MNIST canvases (test split)"
 
 
 def empirical_width(model: nn.Module, x: torch.Tensor, pert, n: int = 200) -> float:
