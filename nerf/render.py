@@ -81,8 +81,11 @@ def render_rays(
     }
 
 
-def make_estimator(bounds, resolution: int = 128, device="cuda"):
-    """nerfacc ``OccGridEstimator`` over the scene box (needs CUDA for sampling)."""
+def make_estimator(bounds, resolution: int = 128, device: torch.device | str | None = None):
+    """nerfacc ``OccGridEstimator`` over the scene box. Its sampling needs CUDA (nerfacc 0.5.3), so the
+    trainer only builds one on a CUDA device; ``device=None`` picks CUDA when present, else the CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     aabb = torch.tensor([*bounds[0], *bounds[1]], dtype=torch.float32, device=device)
     return nerfacc.OccGridEstimator(roi_aabb=aabb, resolution=resolution, levels=1).to(device)
 
