@@ -86,7 +86,7 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .klpnet_train import cli_train_klpnet, is_klpnet_config
+    from .klpnet_cli import cli_train_klpnet, is_klpnet_config
 
     if is_klpnet_config(args.config):  # KLPNet has its own trainer (graph + grouping stages)
         return cli_train_klpnet(args)
@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .klpnet_train import cli_eval_klpnet, is_klpnet_checkpoint
+    from .klpnet_cli import cli_eval_klpnet, is_klpnet_checkpoint
 
     if is_klpnet_checkpoint(args.checkpoint):
         return cli_eval_klpnet(args)
@@ -145,7 +145,7 @@ def parse_box(text: str) -> np.ndarray:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .klpnet_train import cli_predict_klpnet, is_klpnet_checkpoint
+    from .klpnet_cli import cli_predict_klpnet, is_klpnet_checkpoint
 
     if is_klpnet_checkpoint(args.checkpoint):
         return cli_predict_klpnet(args)

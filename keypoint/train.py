@@ -121,13 +121,16 @@ def load_config(path: str | Path) -> dict:
 
 
 def json_safe(obj):
-    """``obj`` with float NaN/inf replaced by ``None`` (strict JSON readers such as jq reject NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+    """``obj`` with float NaN/inf replaced by ``None`` (strict JSON readers such as jq reject NaN),
+    recursively; numpy scalars become Python numbers."""
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
     return obj
 
 

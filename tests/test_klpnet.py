@@ -153,7 +153,7 @@ def _check_cli_hooks(tmp_path, val):
     import json
 
     from keypoint.data.coco import save_coco
-    from keypoint.klpnet_train import cli_eval_klpnet, cli_predict_klpnet, is_klpnet_checkpoint
+    from keypoint.klpnet_cli import cli_eval_klpnet, cli_predict_klpnet, is_klpnet_checkpoint
 
     ckpt = tmp_path / "run" / "last.pt"
     assert is_klpnet_checkpoint(ckpt) and not is_klpnet_checkpoint(tmp_path / "run" / "metrics.json")
@@ -196,7 +196,7 @@ def test_checkpoint_errors(tmp_path):
         resolve_klpnet_config({"trian": {}})
     with pytest.raises(UserError, match="eval.boxes"):
         resolve_klpnet_config({"eval": {"boxes": "oracle"}})
-    from keypoint.klpnet_train import is_klpnet_config
+    from keypoint.klpnet_cli import is_klpnet_config
 
     (tmp_path / "k.yaml").write_text("model: {type: klpnet, num_stages: 2}\n")
     (tmp_path / "a.yaml").write_text("model: {type: adaanchor}\n")
