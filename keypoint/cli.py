@@ -134,6 +134,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_image(path: Path) -> np.ndarray:
+    """An image file as float RGB in [0, 1], (H, W, 3); a clear error if missing or unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    try:
+        return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
+    except (UnidentifiedImageError, OSError):
+        raise UserError(f"{path}: not a readable image") from None
+
+
 def parse_box(text: str) -> np.ndarray:
     try:
         vals = [float(v) for v in text.split(",")]
@@ -150,19 +162,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if is_klpnet_checkpoint(args.checkpoint):
         return cli_predict_klpnet(args)
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from .data.dataset import KeypointLayout, apply_affine, crop_affine, warp_crop
     from .draw import draw_instances
     from .evaluate import load_checkpoint
 
     path = Path(args.image)
-    if not path.is_file():
-        raise UserError(f"image not found: {path}")
-    try:
-        image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
-    except (UnidentifiedImageError, OSError):
-        raise UserError(f"{path}: not a readable image") from None
+    image = read_image(path)
     model, ck = load_checkpoint(args.checkpoint)
     layout = KeypointLayout.from_dict(ck["layout"])
     h, w = image.shape[:2]

@@ -62,12 +62,7 @@ def draw_instances(image: np.ndarray, instances: list[dict], path: str | Path, t
     _draw_on(ax, image, instances, score_threshold)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def draw_samples(data, path: str | Path, n: int = 12, cols: int = 4) -> Path:
@@ -85,9 +80,14 @@ def draw_samples(data, path: str | Path, n: int = 12, cols: int = 4) -> Path:
                 for a in s.annotations]
         _draw_on(ax, s.image, inst)
         ax.axis("on")
+    return save_figure(fig, path, dpi=80)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
     return path

@@ -87,15 +87,10 @@ def cli_predict_klpnet(args) -> int:
     """``geo-rs keypoint predict IMAGE --checkpoint CKPT [--box x,y,w,h --category ID] [--annotations J]
     [--out PNG]`` for KLPNet: objects from ``--box``/``--category`` (one id for all boxes), from
     ``--annotations``, or else from the model's own detector; keypoints, links and the heatmap drawn."""
-    from PIL import Image, UnidentifiedImageError
+    from .cli import read_image  # same reader and errors as the generic predict
 
     path = Path(args.image)
-    if not path.is_file():
-        raise UserError(f"image not found: {path}")
-    try:
-        image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
-    except (UnidentifiedImageError, OSError):
-        raise UserError(f"{path}: not a readable image") from None
+    image = read_image(path)
     boxes, cats = None, None
     if getattr(args, "box", None):
         from .cli import parse_box  # the generic CLI's parser: same --box syntax and errors

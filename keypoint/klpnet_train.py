@@ -53,10 +53,11 @@ from scipy.optimize import linear_sum_assignment
 from geo_rs.errors import UserError
 
 from .data.synth import Category, KeypointData, SynthConfig
+from .draw import save_figure
 from .links import average_precision, object_adjacency, roc_auc
 from .metrics import pck
 from .models.klpnet import ImagePrediction, KLPNet, parse_klpnet_options
-from .train import json_safe, merge_config, read_config
+from .train import json_safe, merge_config, prepare_run, read_config
 
 CHECKPOINT_FORMAT = "geo-rs-klpnet/1"
 
@@ -186,13 +187,7 @@ def train_klpnet(cfg: dict, resume: bool = True, progress: bool = True, evaluate
 
     cfg = resolve_klpnet_config(cfg)
     t_cfg = cfg["train"]
-    if t_cfg["num_threads"]:
-        torch.set_num_threads(int(t_cfg["num_threads"]))
-    torch.manual_seed(int(cfg["seed"]))
-    np.random.seed(int(cfg["seed"]))
-    out_dir = Path(cfg["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir, device = prepare_run(cfg)
     train_data = data[0] if data else load_klpnet_split(cfg["data"], "train")
     model = KLPNet(train_data.categories, cfg["model"])
     model.fit_templates_from(a for s in train_data.samples for a in s.annotations)
@@ -562,12 +557,7 @@ def draw_klpnet_prediction(image: np.ndarray, pred: ImagePrediction, path: str |
         axes[1].imshow(pred.heatmap, cmap="magma", vmin=0, vmax=1)
         axes[1].set_title("category-implicit heatmap")
         axes[1].set_axis_off()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def predict_image_klpnet(checkpoint: str | Path, image: np.ndarray, out_png: str | Path, lis: bool = True,

@@ -191,19 +191,25 @@ def _save_loss_plot(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def prepare_run(cfg: dict) -> tuple[Path, torch.device]:
+    """Common start of a training run from a resolved config: thread count, seeds, the output folder
+    (created) and the device (CUDA when present, else CPU)."""
+    if cfg["train"]["num_threads"]:
+        torch.set_num_threads(int(cfg["train"]["num_threads"]))
+    torch.manual_seed(int(cfg["seed"]))
+    np.random.seed(int(cfg["seed"]))
+    out_dir = Path(cfg["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def train(cfg: dict, resume: bool = True, progress: bool = True, evaluate_after: bool = True) -> dict:
     """Train per the resolved config; returns a summary (and writes it to ``out_dir/metrics.json``)."""
     from tqdm import tqdm
 
     cfg = resolve_config(cfg)
     t_cfg = cfg["train"]
-    if t_cfg["num_threads"]:
-        torch.set_num_threads(int(t_cfg["num_threads"]))
-    torch.manual_seed(int(cfg["seed"]))
-    np.random.seed(int(cfg["seed"]))
-    out_dir = Path(cfg["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir, device = prepare_run(cfg)
 
     d_cfg = cfg["data"]
     train_data = load_split(d_cfg, "train")
