@@ -14,11 +14,13 @@ setup(
     # Dependencies live in requirements.txt (installed under constraints.txt by the Makefile):
     # declaring torch here would let pip resolve a CUDA build on a machine without the wheel.
     install_requires=[],
+    # `pip install geo-rs[cluster]`: the Dask distributed engine for `--cluster` (the Makefile installs
+    # it for the tests through requirements.txt).
+    extras_require={"cluster": ["dask", "distributed"], "slurm": ["dask", "distributed", "dask-jobqueue"]},
     entry_points={
         "console_scripts": ["geo-rs = geo_rs.cli:main"],
         # Sub-commands are plugins so that geo_rs never imports nerf or keypoint.
         "geo_rs.commands": [
-            "sdf = geo_rs.commands.sdf:register",
             "nerf = nerf.cli:register",
             "keypoint = keypoint.cli:register",
             "box = keypoint.box.cli:register",

@@ -1,25 +1,38 @@
 """The ``geo-rs`` command line.
 
-Sub-commands are plugins registered under the ``geo_rs.commands`` entry-point group (see setup.py):
+The core's own sub-commands live in ``geo_rs.commands`` (listed in ``CORE_COMMANDS``); the
+applications' are plugins registered under the ``geo_rs.commands`` entry-point group (see setup.py):
 each names a ``register(subparsers)`` function that adds its parser and sets ``func``. This keeps the
 dependency direction one way: ``nerf`` and ``keypoint`` add commands, ``geo_rs`` never imports them.
+``register`` functions only build parsers: heavy modules (torch, open3d, auto_LiRPA) are imported
+inside the command functions, so ``geo-rs --help`` starts in a fraction of a second.
 
 Errors a user can cause raise :class:`UserError`; ``main`` prints them as one line and exits 2.
+SIGINT and SIGTERM end a command with exit status 130 / 143 after its cleanup ran (see
+:mod:`geo_rs.interrupt`).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from importlib.metadata import entry_points
 
 from .errors import UserError
+from .interrupt import Interrupted, exit_code, install_sigterm_handler
+
+CORE_COMMANDS = ("sdf",)  # modules of geo_rs.commands, each with register(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geo-rs", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for name in CORE_COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     for ep in sorted(entry_points(group="geo_rs.commands"), key=lambda e: e.name):
+        if ep.name in CORE_COMMANDS:  # an older install still lists it as a plugin
+            continue
         try:
             register = ep.load()
         except ImportError as exc:  # a half-installed optional part must not break the others
@@ -32,13 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_sigterm_handler()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"geo-rs {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"geo-rs {args.command}: {exc}", file=sys.stderr)
+        return exit_code(exc.signum)
     except KeyboardInterrupt:
-        print("geo-rs: interrupted", file=sys.stderr)
+        print(f"geo-rs {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error worth a traceback
         import os

@@ -114,7 +114,7 @@ def _band_candidates(occ: np.ndarray, reach: float) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from ..marching import export_mesh, extract_mesh
-    from ..mesh_metrics import mesh_metrics
+    from ..mesh_scores import mesh_metrics
     from ..meshes import load_mesh, mesh_name, mesh_sdf, occupancy_grid
     from ..plots import plot_sdf_slices
     from ..radius import max_radius_sigmas
