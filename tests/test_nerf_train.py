@@ -81,6 +81,6 @@ def test_cli_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: lego\nno_such_key: 3\n")
     assert main(["nerf", "train", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown key(s) no_such_key" in capsys.readouterr().err
+    assert "bad.yaml: key 'no_such_key': unknown key" in capsys.readouterr().err
     assert main(["nerf", "extract-mesh", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
