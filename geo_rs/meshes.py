@@ -60,13 +60,15 @@ def load_mesh(source: str | Path):
         raise UserError(f"unsupported mesh format '{path.suffix}' for {path} "
                         f"(use {', '.join(MESH_SUFFIXES)})")
     try:
-        mesh = trimesh.load(path, force="mesh", process=True)
+        mesh = trimesh.load(path, force="mesh", process=False)  # processing would drop NaN vertices
     except Exception as exc:  # trimesh raises many types for corrupt files  # noqa: BLE001
         raise UserError(f"cannot read mesh {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise UserError(f"mesh {path} is empty (no triangles)")
     if not np.isfinite(mesh.vertices).all():
-        raise UserError(f"mesh {path} has non-finite (NaN/inf) vertex coordinates")
+        bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
+        raise UserError(f"mesh {path} has {bad} vertices with non-finite (NaN/inf) coordinates")
+    mesh.process()  # merge duplicate vertices (STL stores each triangle's own), drop degenerate faces
     mesh.metadata["name"] = str(path)
     return mesh
 
