@@ -68,9 +68,12 @@ class ThreadPolicy:
             one, many = c.seconds_per_voxel.get(1), c.seconds_per_voxel.get(requested)
             if one is None and many is None:  # first call of this size: trust the load average
                 return requested if self._idle_cores() >= requested else 1
-            best = 1 if many is None or (one is not None and one <= many) else requested
+            if one is None or many is None:  # one option never measured: measure it now (a try)
+                c.since_try = c.wait
+                return 1 if one is None else requested
+            best = 1 if one <= many else requested
             c.since_try += 1
-            if c.since_try >= c.wait:  # time to try the other one (also: the one never measured)
+            if c.since_try >= c.wait:  # time to try the other one again
                 return requested if best == 1 else 1
             return best
 

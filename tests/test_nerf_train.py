@@ -70,6 +70,10 @@ def test_cli_train_outputs_and_extract_mesh(scene, tmp_path, capsys):
     for name in ("mesh.ply", "sdf_slices.png", "renders/r_0.png", "renders/r_0_depth.png", "checkpoint.pt"):
         assert (out / name).exists(), name
     assert "results in" in capsys.readouterr().out
+    from PIL import Image
+
+    width, height = Image.open(out / "renders" / "r_0_compare.png").size
+    assert width >= 900 and height >= 300  # three labelled panels of >= 300 px and a colour bar
 
     ext = tmp_path / "ext"
     assert main(["nerf", "extract-mesh", str(out / "checkpoint.pt"), "--out", str(ext)]) == 0

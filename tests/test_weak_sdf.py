@@ -184,3 +184,17 @@ def test_bad_input_is_a_user_error():
         weak_sdf(torch.zeros(4, 4, 4), 1.0, 0.0)
     with pytest.raises(UserError, match="sigma"):
         weak_sdf(torch.zeros(4, 4, 4), -1.0, 0.1)
+
+
+def test_certified_sdf_at_a_nan_point_is_nan():
+    g = VoxelGrid(torch.linspace(-1, 1, 27, dtype=torch.float64).reshape(3, 3, 3), (0, 0, 0), 1.0)
+    out = certified_sdf_at(g, torch.tensor([[0.2, 0.1, 0.0], [float("nan"), 0, 0], [float("inf"), 0, 0]],
+                                            dtype=torch.float64))
+    assert torch.isfinite(out[0]) and torch.isnan(out[1:]).all()
+
+
+def test_weak_sdf_unchecked_still_refuses_nan():
+    occ = torch.zeros(6, 6, 6)
+    occ[1, 2, 3] = float("nan")
+    with pytest.raises(UserError, match=r"NaN/inf value\(s\) \(first at index \(1, 2, 3\)"):
+        weak_sdf(occ, 1.0, 0.1, check=False)
