@@ -43,10 +43,10 @@ def extract_mesh(grid: VoxelGrid, level: float = 0.0):
     from skimage.measure import marching_cubes
 
     level = finite_number("level", level)
-    values = grid.values.detach()
-    check_finite(values, "grid values")  # NaN voxels would silently read as "outside"
     # scikit-image works on a C-contiguous float32 volume: hand it one, so it makes no copy.
-    vol = values.to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    values = grid.values.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    check_finite(values, "grid values")  # NaN voxels would silently read as "outside"
+    vol = values.numpy()
     h = grid.voxel_size
     try:
         # "ascent": faces wound so the right-hand normal points towards *decreasing* values, i.e.

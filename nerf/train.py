@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import NerfConfig
 from .dataset import load_blender, load_scene_info
 from .field import GridSpec, PlainDensity, RadianceField, SHColor, SmoothedDensity
-from .render import make_estimator, render_rays, update_estimator
+from .render import make_estimator, nerfacc_cuda_available, render_rays, update_estimator
 from .scene import BUILTIN_SCENES, make_scene
 
 __all__ = ["Trainer", "prepare_data", "build_field", "resolution_schedule", "total_variation"]
@@ -149,9 +149,14 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.field = build_field(cfg, self.bounds, self.schedule[0][1], self.final_voxel).to(self.device)
         self.optimizer = self._make_optimizer()
-        self.estimator = (
-            make_estimator(self.bounds, device=self.device) if self.device.type == "cuda" else None
-        )
+        self.estimator, self.renderer = None, "dense"
+        if self.device.type == "cuda":
+            ok, why = nerfacc_cuda_available()
+            if ok:
+                self.estimator, self.renderer = make_estimator(self.bounds, device=self.device), "occgrid"
+            else:
+                tqdm.write(f"warning: nerfacc's CUDA extension is unavailable ({why}); rendering with the "
+                           "dense path on the GPU")
         self.step = 0
         self.train_time = 0.0
         self.train_cpu = 0.0
@@ -394,6 +399,7 @@ class Trainer:
             "sigma_world": getattr(self.field.geometry, "sigma_world", None),
             "threads": torch.get_num_threads(),
             "device": str(self.device),
+            "renderer": "nerfacc OccGridEstimator" if self.renderer == "occgrid" else "dense",
             "history": self.history,
             "config": self.cfg.to_dict(),
             **geo,

@@ -198,3 +198,17 @@ def test_weak_sdf_unchecked_still_refuses_nan():
     occ[1, 2, 3] = float("nan")
     with pytest.raises(UserError, match=r"NaN/inf value\(s\) \(first at index \(1, 2, 3\)"):
         weak_sdf(occ, 1.0, 0.1, check=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_weak_sdf_matches_cpu_and_extracts_a_mesh():
+    from geo_rs import extract_mesh
+
+    occ = torch.zeros(40, 40, 40)
+    occ[10:30, 12:28, 8:32] = 1
+    cpu = weak_sdf(occ, 1.5, 0.05)
+    gpu = weak_sdf(occ.cuda(), 1.5, 0.05)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-5)
+    mesh = extract_mesh(VoxelGrid(gpu, (0, 0, 0), 0.05), 0.0)
+    assert mesh.is_watertight and mesh.volume > 0
