@@ -8,6 +8,7 @@ changes hit every variant alike; median [min] seconds. Writes nothing.
 
     python bench/bench_mesh.py [--res 128 256] [--repeats 7] [--threads N] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def _old_extract(grid, level: float = 0.0):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--res", type=int, nargs="+", default=[128, 256], help="grid sizes (voxels; default 128 256)")
+    ap.add_argument(
+        "--res", type=int, nargs="+", default=[128, 256], help="grid sizes (voxels; default 128 256)"
+    )
     ap.add_argument("--repeats", type=int, default=7, help="timed calls per variant (default 7)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="res 96 128, 3 repeats")
@@ -60,18 +63,23 @@ def main() -> None:
     from geo_rs import extract_mesh
 
     load = os.getloadavg()[0]
-    print(f"torch threads {torch.get_num_threads()}, load average {load:.2f}, repeats {args.repeats} "
-          "(median [min] seconds; calls interleaved)")
-    print(f"{'grid':>6} {'faces':>9} {'skimage direct':>16} {'extract_mesh':>16} {'ratio':>6} "
-          f"{'before #14':>16} {'ratio':>6}")
+    print(
+        f"torch threads {torch.get_num_threads()}, load average {load:.2f}, repeats {args.repeats} "
+        "(median [min] seconds; calls interleaved)"
+    )
+    print(
+        f"{'grid':>6} {'faces':>9} {'skimage direct':>16} {'extract_mesh':>16} {'ratio':>6} "
+        f"{'before #14':>16} {'ratio':>6}"
+    )
     worst = 0.0
     for n in args.res:
         grid = _ball_grid(n)
         h = grid.voxel_size
         vol = grid.values.numpy()
         variants = {
-            "skimage": lambda vol=vol, h=h: marching_cubes(vol, 0.0, spacing=(h, h, h), gradient_direction="ascent",
-                                                           allow_degenerate=False),
+            "skimage": lambda vol=vol, h=h: marching_cubes(
+                vol, 0.0, spacing=(h, h, h), gradient_direction="ascent", allow_degenerate=False
+            ),
             "extract": lambda grid=grid: extract_mesh(grid, 0.0),
             "old": lambda grid=grid: _old_extract(grid, 0.0),
         }
@@ -88,9 +96,12 @@ def main() -> None:
         faces = len(extract_mesh(grid, 0.0).faces)
         ratio, ratio_old = med["extract"] / med["skimage"], med["old"] / med["skimage"]
         worst = max(worst, ratio)
-        print(f"{n:>5}³ {faces:>9} {med['skimage']:9.3f} [{low['skimage']:.3f}] "
-              f"{med['extract']:9.3f} [{low['extract']:.3f}] {ratio:6.2f} "
-              f"{med['old']:9.3f} [{low['old']:.3f}] {ratio_old:6.2f}", flush=True)
+        print(
+            f"{n:>5}³ {faces:>9} {med['skimage']:9.3f} [{low['skimage']:.3f}] "
+            f"{med['extract']:9.3f} [{low['extract']:.3f}] {ratio:6.2f} "
+            f"{med['old']:9.3f} [{low['old']:.3f}] {ratio_old:6.2f}",
+            flush=True,
+        )
     verdict = "MET" if worst <= 1.1 else "NOT MET"
     print(f"worst ratio extract_mesh / scikit-image: {worst:.2f} (goal <= 1.1) -> {verdict}")
 

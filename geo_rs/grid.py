@@ -36,6 +36,10 @@ def _as_vec3(v, name: str, dtype: torch.dtype, device: torch.device) -> torch.Te
     return t
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
+
+
 @dataclass
 class VoxelGrid:
     """Values on a regular grid of cubic voxels placed in the world.
@@ -182,7 +186,8 @@ class VoxelGrid:
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         arrays = dict(values=self.values.detach().cpu().numpy(),
-                      origin=self.origin.detach().cpu().double().numpy(), voxel_size=np.float64(self.voxel_size))
+                      origin=self.origin.detach().cpu().double().numpy(),
+                      voxel_size=np.float64(self.voxel_size))
         return atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
@@ -194,7 +199,7 @@ class VoxelGrid:
         try:
             data = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise UserError(f"cannot read voxel grid {path}: {' '.join(str(exc).split())[:160]}") from None
+            raise UserError(f"cannot read voxel grid {path}: {_one_line(exc)}") from None
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise UserError(f"{path} is not a VoxelGrid .npz (no values/origin/voxel_size arrays)")
         with data:
@@ -204,7 +209,7 @@ class VoxelGrid:
             try:
                 values, origin, vs = data["values"], data["origin"], data["voxel_size"]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-                raise UserError(f"cannot read voxel grid {path}: {' '.join(str(exc).split())[:160]}") from None
+                raise UserError(f"cannot read voxel grid {path}: {_one_line(exc)}") from None
         if values.dtype.kind not in "biuf" or vs.size != 1:
             raise UserError(f"{path}: values must be a numeric array and voxel_size one number; got "
                             f"{values.dtype} values and voxel_size of shape {vs.shape}")

@@ -58,7 +58,8 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a readable checkpoint (corrupt or truncated?): {reason}") from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise UserError(f"{path}: not a geo-rs nerf checkpoint")
-    missing = [k for k in ("config", "step", "stage", "field", "optimizer", "rng", "bounds") if k not in payload]
+    needed = ("config", "step", "stage", "field", "optimizer", "rng", "bounds")
+    missing = [k for k in needed if k not in payload]
     if missing:
         raise UserError(f"{path}: incomplete nerf checkpoint (missing {', '.join(missing)})")
     return payload

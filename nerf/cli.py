@@ -83,7 +83,8 @@ def _register_train(sub) -> None:
     t.add_argument("--model", choices=["smoothed", "plain"], help=_h("model"))
     t.add_argument("--steps", type=int, help=_h("steps") + "; with --resume: the new total")
     t.add_argument("--seed", type=int, help=_h("seed"))
-    t.add_argument("--time-limit", type=float, dest="time_limit_s", metavar="SECONDS", help=_h("time_limit_s"))
+    t.add_argument("--time-limit", type=float, dest="time_limit_s", metavar="SECONDS",
+                   help=_h("time_limit_s"))
     t.add_argument("--threads", type=int, help=_h("threads"))
     t.add_argument("--ckpt-every", type=int, metavar="STEPS", help=_h("ckpt_every"))
     t.add_argument("--ckpt-every-s", type=float, metavar="SECONDS", help=_h("ckpt_every_s"))
@@ -96,7 +97,8 @@ def _register_train(sub) -> None:
 
 
 def _register_extract(sub) -> None:
-    e = sub.add_parser("extract-mesh", help="marching cubes of a checkpoint's weak SDF (+ metrics if GT known)",
+    e = sub.add_parser("extract-mesh",
+                       help="marching cubes of a checkpoint's weak SDF (+ metrics if GT known)",
                        description="Marching cubes of a checkpoint's level field (the weak SDF for the "
                                    "smoothed model) at 0: mesh.ply, sdf_slices.png, mesh_report.json.")
     e.add_argument("checkpoint", help="a checkpoint.pt written by `geo-rs nerf train`")
@@ -112,7 +114,8 @@ def _register_demo(sub) -> None:
     d.add_argument("--config", default=None, help="YAML config (default: configs/nerf_demo.yaml)")
     d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     d.add_argument("--budget", type=float, default=290.0,
-                   help="wall-clock budget of the whole demo; training is capped to fit (seconds; default 290)")
+                   help="wall-clock budget of the whole demo; training is capped to fit "
+                        "(seconds; default 290)")
     d.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
     d.set_defaults(func=_demo)
 
@@ -169,8 +172,8 @@ def _check_data(data: str, origin: str) -> None:
     if p.is_dir() or (data in BUILTIN_SCENE_NAMES and not p.exists()):
         return
     what = "a file" if p.exists() else "not found"
-    raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder or a built-in scene "
-                    f"({', '.join(BUILTIN_SCENE_NAMES)})")
+    raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder or a built-in "
+                    f"scene ({', '.join(BUILTIN_SCENE_NAMES)})")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -235,8 +238,8 @@ def _resume(args: argparse.Namespace, ckpt: Path, given: dict, origins: dict) ->
     payload = load_checkpoint(ckpt)
     cfg = merge_for_resume(payload["config"], given, origins, ckpt)
     if cfg.steps < payload["step"]:
-        raise UserError(f"{origins.get('steps', 'steps')}: steps {cfg.steps} is below the step the checkpoint "
-                        f"{ckpt} reached ({payload['step']})")
+        raise UserError(f"{origins.get('steps', 'steps')}: steps {cfg.steps} is below the step the "
+                        f"checkpoint {ckpt} reached ({payload['step']})")
     trainer = Trainer.resume(ckpt, args.out, quiet=args.quiet, config=cfg, payload=payload)
     print(f"resumed from {ckpt} at step {trainer.step}", flush=True)
     return _train_and_finalize(trainer, args)

@@ -61,8 +61,10 @@ class NerfConfig(Schema):
     sigma_vox: float = setting(1.0, "smoothing σ (σ_world = sigma_vox · final voxel)", "final voxels", gt=0)
     alpha_start: float = setting(4.0, "occupancy eccentricity α at the start of the ramp", gt=0)
     alpha_end: float = setting(24.0, "occupancy eccentricity α at the end of the ramp", gt=0)
-    alpha_ramp: float = setting(0.7, "α ramps linearly over this fraction of training", "fraction", gt=0, le=1)
-    f_activation: Literal["sigmoid", "relu"] = setting("sigmoid", "θ → occupancy f: sigmoid or clip to [0, 1]")
+    alpha_ramp: float = setting(0.7, "α ramps linearly over this fraction of training", "fraction",
+                                gt=0, le=1)
+    f_activation: Literal["sigmoid", "relu"] = setting("sigmoid",
+                                                       "θ → occupancy f: sigmoid or clip to [0, 1]")
     theta_init: float = setting(-2.0, "initial θ (−2: f = 0.12, a faint fog that rendering carves)")
     density_scale: float = setting(1.0, "κ: density = κ/voxel · (log(1+ε) − log(1+ε−G))", gt=0)
     density_eps: float = setting(1e-6, "ε of the log density (caps it at κ·log((1+ε)/ε)/voxel)", gt=0, lt=1)

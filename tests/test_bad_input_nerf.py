@@ -1,5 +1,6 @@
 """Bad input to ``geo-rs nerf`` through the real CLI (subprocesses): exit 2, no traceback, one line
 naming the file / key / flag / value at fault."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,19 @@ import pytest
 import yaml
 from cli_run import assert_user_error, run_cli
 
-TINY = dict(scene_views=2, scene_res=12, scene_test_views=1, grid_res=12, coarse_res=8, rays_per_batch=64,
-            eval_every=1000, ckpt_every=1000, eval_views=1, metric_points=200, steps=3)
+TINY = dict(
+    scene_views=2,
+    scene_res=12,
+    scene_test_views=1,
+    grid_res=12,
+    coarse_res=8,
+    rays_per_batch=64,
+    eval_every=1000,
+    ckpt_every=1000,
+    eval_views=1,
+    metric_points=200,
+    steps=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +86,26 @@ CONFIG_CASES = [
     ("half_res_string", lambda f: [_config(f, "hr", "half_res: 'no'")], ["hr.yaml", "half_res", "'no'"]),
     ("steps_float", lambda f: [_config(f, "sf", "steps: 5.7")], ["sf.yaml", "steps", "5.7"]),
     ("steps_text", lambda f: [_config(f, "st", "steps: abc")], ["st.yaml", "steps", "'abc'"]),
-    ("grid_res_huge", lambda f: [_config(f, "gr", "grid_res: 100000")], ["gr.yaml", "grid_res 100000", "memory"]),
-    ("unknown_key", lambda f: [_config(f, "uk", "no_such_key: 3")], ["uk.yaml", "no_such_key", "unknown key"]),
-    ("coarse_above_final", lambda f: [_config(f, "cr", "grid_res: 32\ncoarse_res: 64")], ["cr.yaml", "coarse_res"]),
-    ("upsample_at_out_of_range", lambda f: [_config(f, "ua", "upsample_at: [1.5]")], ["ua.yaml", "upsample_at"]),
+    (
+        "grid_res_huge",
+        lambda f: [_config(f, "gr", "grid_res: 100000")],
+        ["gr.yaml", "grid_res 100000", "memory"],
+    ),
+    (
+        "unknown_key",
+        lambda f: [_config(f, "uk", "no_such_key: 3")],
+        ["uk.yaml", "no_such_key", "unknown key"],
+    ),
+    (
+        "coarse_above_final",
+        lambda f: [_config(f, "cr", "grid_res: 32\ncoarse_res: 64")],
+        ["cr.yaml", "coarse_res"],
+    ),
+    (
+        "upsample_at_out_of_range",
+        lambda f: [_config(f, "ua", "upsample_at: [1.5]")],
+        ["ua.yaml", "upsample_at"],
+    ),
     ("bounds_shape", lambda f: [_config(f, "bo", "bounds: [[0, 0, 0], [1, 1]]")], ["bo.yaml", "bounds"]),
     ("model_unknown", lambda f: [_config(f, "mo", "model: fancy")], ["mo.yaml", "model", "'fancy'"]),
     ("sigma_negative", lambda f: [_config(f, "sg", "sigma_vox: -1")], ["sg.yaml", "sigma_vox", "-1"]),
@@ -85,7 +113,11 @@ CONFIG_CASES = [
     ("malformed_yaml", lambda f: [_config(f, "my", "steps: [1, 2")], ["my.yaml", "malformed YAML"]),
     ("yaml_not_mapping", lambda f: [_config(f, "ls", "- 1\n- 2")], ["ls.yaml", "mapping"]),
     ("config_missing", lambda f: [f["root"] / "nope.yaml"], ["nope.yaml", "not found"]),
-    ("data_missing", lambda f: [_config(f, "dm", "data: /no/such/folder")], ["dm.yaml", "data", "/no/such/folder"]),
+    (
+        "data_missing",
+        lambda f: [_config(f, "dm", "data: /no/such/folder")],
+        ["dm.yaml", "data", "/no/such/folder"],
+    ),
     ("scene_missing", lambda f: ["no_such_scene"], ["CONFIG_OR_SCENE", "no_such_scene"]),
     ("flag_steps_zero", lambda f: [f["cfg"], "--steps", "0"], ["--steps", "0"]),
     ("flag_steps_text", lambda f: [f["cfg"], "--steps", "abc"], ["--steps", "'abc'"]),
@@ -96,30 +128,62 @@ CONFIG_CASES = [
 ]
 
 DATA_CASES = [
-    ("all_zero_pose", lambda f: [_scene_with(f, "zero_pose", _zero_pose)],
-     ["transforms_train.json", "frame 0", "not a rigid camera pose"]),
-    ("scaled_pose", lambda f: [_scene_with(f, "scaled_pose", _scaled_pose)],
-     ["transforms_train.json", "frame 1", "not a rigid camera pose"]),
-    ("angle_not_a_number", lambda f: [_scene_with(f, "angle_text", _angle_text)],
-     ["transforms_train.json", "camera_angle_x", "'wide'"]),
-    ("image_missing", lambda f: [_scene_with(f, "no_image", _missing_image)], ["frame 1", "image not found", "r_1.png"]),
+    (
+        "all_zero_pose",
+        lambda f: [_scene_with(f, "zero_pose", _zero_pose)],
+        ["transforms_train.json", "frame 0", "not a rigid camera pose"],
+    ),
+    (
+        "scaled_pose",
+        lambda f: [_scene_with(f, "scaled_pose", _scaled_pose)],
+        ["transforms_train.json", "frame 1", "not a rigid camera pose"],
+    ),
+    (
+        "angle_not_a_number",
+        lambda f: [_scene_with(f, "angle_text", _angle_text)],
+        ["transforms_train.json", "camera_angle_x", "'wide'"],
+    ),
+    (
+        "image_missing",
+        lambda f: [_scene_with(f, "no_image", _missing_image)],
+        ["frame 1", "image not found", "r_1.png"],
+    ),
     ("file_path_not_text", lambda f: [_scene_with(f, "bad_path", _bad_path)], ["frame 0", "file_path", "7"]),
 ]
 
 RESUME_CASES = [
-    ("resume_without_checkpoint", lambda f: [f["cfg"], "--out", f["root"] / "empty", "--resume"],
-     ["--resume", "no checkpoint", "empty"]),
-    ("resume_changes_model", lambda f: [f["cfg"], "--out", f["run"], "--resume", "--model", "plain"],
-     ["--model", "'plain'", "'smoothed'", "checkpoint.pt"]),
-    ("resume_changes_grid_in_yaml", lambda f: [_config(f, "g16", yaml.safe_dump({"data": str(f["scene"]),
-                                                                               **TINY, "grid_res": 16})),
-                                               "--out", f["run"], "--resume"], ["g16.yaml", "grid_res 16", "12"]),
-    ("resume_fewer_steps", lambda f: [f["cfg"], "--out", f["run"], "--resume", "--steps", "1"],
-     ["--steps", "below", "(3)"]),
+    (
+        "resume_without_checkpoint",
+        lambda f: [f["cfg"], "--out", f["root"] / "empty", "--resume"],
+        ["--resume", "no checkpoint", "empty"],
+    ),
+    (
+        "resume_changes_model",
+        lambda f: [f["cfg"], "--out", f["run"], "--resume", "--model", "plain"],
+        ["--model", "'plain'", "'smoothed'", "checkpoint.pt"],
+    ),
+    (
+        "resume_changes_grid_in_yaml",
+        lambda f: [
+            _config(f, "g16", yaml.safe_dump({"data": str(f["scene"]), **TINY, "grid_res": 16})),
+            "--out",
+            f["run"],
+            "--resume",
+        ],
+        ["g16.yaml", "grid_res 16", "12"],
+    ),
+    (
+        "resume_fewer_steps",
+        lambda f: [f["cfg"], "--out", f["run"], "--resume", "--steps", "1"],
+        ["--steps", "below", "(3)"],
+    ),
     ("resume_other_data", lambda f: ["sphere", "--out", f["run"], "--resume"], ["'sphere'", "not the data"]),
     ("fresh_run_over_checkpoint", lambda f: [f["cfg"], "--out", f["run"]], ["already exists", "--resume"]),
-    ("resume_corrupt_checkpoint", lambda f: [f["cfg"], "--out", f["root"] / "corrupt", "--resume"],
-     ["corrupt", "not a readable checkpoint"]),
+    (
+        "resume_corrupt_checkpoint",
+        lambda f: [f["cfg"], "--out", f["root"] / "corrupt", "--resume"],
+        ["corrupt", "not a readable checkpoint"],
+    ),
 ]
 
 
@@ -130,30 +194,67 @@ def _train_argv(files, build):
     return ["nerf", "train", *argv, "--quiet"]
 
 
-@pytest.mark.parametrize("build,needles", [c[1:] for c in CONFIG_CASES + DATA_CASES + RESUME_CASES],
-                         ids=[c[0] for c in CONFIG_CASES + DATA_CASES + RESUME_CASES])
+@pytest.mark.parametrize(
+    "build,needles",
+    [c[1:] for c in CONFIG_CASES + DATA_CASES + RESUME_CASES],
+    ids=[c[0] for c in CONFIG_CASES + DATA_CASES + RESUME_CASES],
+)
 def test_train_bad_input(files, build, needles):
     assert_user_error(run_cli(*_train_argv(files, build)), *needles)
 
 
 OTHER_CASES = [
-    ("make_scene_negative_test_views", lambda f: ["make-scene", "torus", "--test-views", "-1", "--out", f["root"] / "m"],
-     ["--test-views", "-1"]),
-    ("make_scene_no_views", lambda f: ["make-scene", "torus", "--views", "0", "--out", f["root"] / "m"], ["--views", "0"]),
-    ("make_scene_tiny_res", lambda f: ["make-scene", "torus", "--res", "4", "--out", f["root"] / "m"], ["--res", "4"]),
-    ("make_scene_huge_res", lambda f: ["make-scene", "torus", "--res", "100000", "--out", f["root"] / "m"],
-     ["--res", "100000"]),
-    ("make_scene_negative_seed", lambda f: ["make-scene", "torus", "--seed", "-1", "--out", f["root"] / "m"],
-     ["--seed", "-1"]),
-    ("make_scene_unknown_source", lambda f: ["make-scene", "no_such_thing", "--out", f["root"] / "m"],
-     ["no_such_thing", "neither a mesh file nor a built-in scene"]),
-    ("make_scene_garbage_mesh", lambda f: ["make-scene", _garbage(f), "--out", f["root"] / "m"],
-     ["garbage.ply", "cannot read mesh"]),
-    ("extract_missing_checkpoint", lambda f: ["extract-mesh", f["root"] / "missing.pt"], ["missing.pt", "not found"]),
-    ("extract_not_a_checkpoint", lambda f: ["extract-mesh", f["cfg"]], ["cfg.yaml", "not a readable checkpoint"]),
+    (
+        "make_scene_negative_test_views",
+        lambda f: ["make-scene", "torus", "--test-views", "-1", "--out", f["root"] / "m"],
+        ["--test-views", "-1"],
+    ),
+    (
+        "make_scene_no_views",
+        lambda f: ["make-scene", "torus", "--views", "0", "--out", f["root"] / "m"],
+        ["--views", "0"],
+    ),
+    (
+        "make_scene_tiny_res",
+        lambda f: ["make-scene", "torus", "--res", "4", "--out", f["root"] / "m"],
+        ["--res", "4"],
+    ),
+    (
+        "make_scene_huge_res",
+        lambda f: ["make-scene", "torus", "--res", "100000", "--out", f["root"] / "m"],
+        ["--res", "100000"],
+    ),
+    (
+        "make_scene_negative_seed",
+        lambda f: ["make-scene", "torus", "--seed", "-1", "--out", f["root"] / "m"],
+        ["--seed", "-1"],
+    ),
+    (
+        "make_scene_unknown_source",
+        lambda f: ["make-scene", "no_such_thing", "--out", f["root"] / "m"],
+        ["no_such_thing", "neither a mesh file nor a built-in scene"],
+    ),
+    (
+        "make_scene_garbage_mesh",
+        lambda f: ["make-scene", _garbage(f), "--out", f["root"] / "m"],
+        ["garbage.ply", "cannot read mesh"],
+    ),
+    (
+        "extract_missing_checkpoint",
+        lambda f: ["extract-mesh", f["root"] / "missing.pt"],
+        ["missing.pt", "not found"],
+    ),
+    (
+        "extract_not_a_checkpoint",
+        lambda f: ["extract-mesh", f["cfg"]],
+        ["cfg.yaml", "not a readable checkpoint"],
+    ),
     ("demo_zero_budget", lambda f: ["demo", "--budget", "0", "--out", f["root"] / "d"], ["--budget", "0"]),
-    ("demo_missing_config", lambda f: ["demo", "--config", f["root"] / "nope.yaml", "--out", f["root"] / "d"],
-     ["nope.yaml", "not found"]),
+    (
+        "demo_missing_config",
+        lambda f: ["demo", "--config", f["root"] / "nope.yaml", "--out", f["root"] / "d"],
+        ["nope.yaml", "not found"],
+    ),
 ]
 
 

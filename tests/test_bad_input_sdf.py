@@ -1,6 +1,7 @@
 """Bad input to ``geo-rs sdf`` through the real CLI (subprocesses): exit 2, no traceback, one line
 naming the file / flag / value at fault — and options that do not apply to the INPUT are refused
 rather than silently ignored."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,9 @@ def files(tmp_path_factory):
     (root / "garbage.ply").write_bytes(b"not a mesh at all")
     (root / "empty.obj").write_text("# nothing\n")
     (root / "notes.txt").write_text("x")
-    (root / "nan_vertex.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
+    (root / "nan_vertex.obj").write_text(
+        "v 0 0 0\nv 1 0 0\nv nan 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n"
+    )
     (root / "sheet.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n")
     occ = np.zeros((16, 16, 16), np.float32)
     occ[4:12, 4:12, 4:12] = 1

@@ -56,7 +56,8 @@ def test_sdf_on_an_open_mesh_says_it_filled_the_hole(tmp_path, capsys):
     path = tmp_path / "holed.ply"
     holed.export(path)
     out = tmp_path / "o"
-    assert main(["sdf", str(path), "--res", "24", "--sigma", "0.8", "--out", str(out), "--points", "2000"]) == 0
+    argv = ["sdf", str(path), "--res", "24", "--sigma", "0.8", "--out", str(out), "--points", "2000"]
+    assert main(argv) == 0
     captured = capsys.readouterr()
     assert "holed.ply is not watertight" in captured.err and "holed.ply is not watertight" in captured.out
     repair = json.loads((out / "report.json").read_text())["repair"]

@@ -45,7 +45,8 @@ def test_voxelgrid_index_convention_and_trilinear_sampling():
 
 def test_voxelgrid_outside_is_nan_or_an_error_never_a_distance():
     g = _linear_grid()
-    pts = torch.tensor([[1.01, 0, 0], [0, -1.2, 0], [0.0, 0.0, 0.0], [float("nan"), 0, 0]], dtype=torch.float64)
+    nan = float("nan")
+    pts = torch.tensor([[1.01, 0, 0], [0, -1.2, 0], [0.0, 0.0, 0.0], [nan, 0, 0]], dtype=torch.float64)
     out = g.sample(pts)  # default: NaN outside (0 would read as "on the surface" of an SDF)
     assert torch.isnan(out[[0, 1, 3]]).all() and out[2].item() == pytest.approx(1.0)
     out = g.sample(pts, fill=-7.0)  # a sentinel the caller chose
@@ -204,7 +205,7 @@ def test_extract_mesh_errors():
         extract_mesh(grid.with_values(torch.ones(grid.shape, dtype=torch.float64)), 0.0)
     vals = grid.values.clone()
     vals[0, 1, 2] = float("nan")
-    with pytest.raises(UserError, match=r"grid values contains 1 NaN/inf value\(s\) \(first at index \(0, 1, 2\)"):
+    with pytest.raises(UserError, match=r"grid values contains 1 NaN/inf value\(s\) \(first at index \(0, 1"):
         extract_mesh(grid.with_values(vals), 0.0)
     with pytest.raises(UserError, match="level"):
         extract_mesh(grid, float("nan"))

@@ -1,4 +1,5 @@
 """`geo-rs nerf` / `geo-rs sdf` start-up and help, and the nerf config schema (no training here)."""
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,14 @@ def test_every_config_key_has_help_and_the_flags_show_schema_defaults():
 
 
 def test_config_types_are_strict_and_errors_name_the_key(tmp_path):
-    for text, needle in [("half_res: 'no'", "key 'half_res'"), ("steps: 5.7", "key 'steps'"),
-                         ("steps: abc", "key 'steps'"), ("lr_density: 1e-3\nsteps: 0", "key 'steps'"),
-                         ("grid_res: 100000", "grid_res 100000"), ("threads: 0", "key 'threads'")]:
+    for text, needle in [
+        ("half_res: 'no'", "key 'half_res'"),
+        ("steps: 5.7", "key 'steps'"),
+        ("steps: abc", "key 'steps'"),
+        ("lr_density: 1e-3\nsteps: 0", "key 'steps'"),
+        ("grid_res: 100000", "grid_res 100000"),
+        ("threads: 0", "key 'threads'"),
+    ]:
         path = tmp_path / "c.yaml"
         path.write_text(text)
         with pytest.raises(UserError) as err:
@@ -102,7 +108,9 @@ def test_merge_for_resume_allows_more_steps_and_refuses_model_changes():
     with pytest.raises(UserError, match=r"^--model: model 'plain' differs from 'smoothed' in ck.pt"):
         merge_for_resume(saved, {"model": "plain"}, {"model": "--model"}, "ck.pt")
     with pytest.raises(UserError, match=r"^c.yaml: grid_res 64 differs from 32"):
-        merge_for_resume(saved, {"grid_res": 64, "steps": 400}, {"grid_res": "c.yaml", "steps": "c.yaml"}, "ck.pt")
+        merge_for_resume(
+            saved, {"grid_res": 64, "steps": 400}, {"grid_res": "c.yaml", "steps": "c.yaml"}, "ck.pt"
+        )
     with pytest.raises(UserError, match="not the data"):
         merge_for_resume(saved, {"data": "torus"}, {"data": "CONFIG_OR_SCENE"}, "ck.pt")
     assert {"steps", "time_limit_s", "threads"} <= RESUMABLE_KEYS and "model" not in RESUMABLE_KEYS

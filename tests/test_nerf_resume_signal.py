@@ -1,5 +1,6 @@
 """No lost work: `geo-rs nerf train` killed by SIGTERM/SIGINT saves a checkpoint and exits 143/130, the
 checkpoint resumes bit for bit, --resume extends a run, and checkpoints are written by wall time too."""
+
 from __future__ import annotations
 
 import os
@@ -18,14 +19,32 @@ from nerf.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(scene_views=4, scene_res=12, scene_test_views=1, grid_res=12, coarse_res=8, upsample_at=[0.5],
-            rays_per_batch=64, eval_every=100_000, eval_views=1, metric_points=500, threads=1)
+TINY = dict(
+    scene_views=4,
+    scene_res=12,
+    scene_test_views=1,
+    grid_res=12,
+    coarse_res=8,
+    upsample_at=[0.5],
+    rays_per_batch=64,
+    eval_every=100_000,
+    eval_views=1,
+    metric_points=500,
+    threads=1,
+)
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    return make_scene("torus", tmp_path_factory.mktemp("resume") / "torus", views=4, res=12, val_views=0,
-                      test_views=1, gt_res=16)
+    return make_scene(
+        "torus",
+        tmp_path_factory.mktemp("resume") / "torus",
+        views=4,
+        res=12,
+        val_views=0,
+        test_views=1,
+        gt_res=16,
+    )
 
 
 def _config(tmp_path, scene, **kw):
@@ -44,12 +63,19 @@ def test_signal_saves_a_checkpoint_that_resumes_identically(scene, tmp_path, sig
     cfg = _config(tmp_path, scene, steps=1_000_000, ckpt_every=10, ckpt_every_s=3600.0)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "geo_rs.cli", "nerf", "train", str(cfg), "--out", str(out),
-                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geo_rs.cli", "nerf", "train", str(cfg), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoint.pt").exists():  # the loop is running: the step-10 checkpoint exists
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.poll() else ""
+            )
             time.sleep(0.05)
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
@@ -100,7 +126,9 @@ def test_checkpoints_are_written_by_wall_time_too(scene, tmp_path):
     trainer.save = lambda path=None: saves.append(trainer.step)  # type: ignore[method-assign]
     result = trainer.run()
     assert result.reason == "done" and saves == [1, 2, 3, 4, 5]  # every step by time, then the final one
-    trainer2 = Trainer(cfg.model_copy(update={"ckpt_every_s": None, "ckpt_every": 2}), tmp_path / "u", quiet=True)
+    trainer2 = Trainer(
+        cfg.model_copy(update={"ckpt_every_s": None, "ckpt_every": 2}), tmp_path / "u", quiet=True
+    )
     saves.clear()
     trainer2.save = lambda path=None: saves.append(trainer2.step)  # type: ignore[method-assign]
     trainer2.run()

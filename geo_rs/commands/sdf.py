@@ -41,10 +41,13 @@ def register(subparsers) -> None:
                    help="mesh file (PLY/OBJ/STL/OFF/GLB), occupancy grid (.npy in [0,1] or VoxelGrid .npz), "
                         "or a built-in shape: sphere, torus, parts, box")
     p.add_argument("--res", type=int, default=None,
-                   help=f"voxels along the longest side, padding included (voxels, >= 8; default {DEFAULT_RES}); "
-                        "mesh INPUT only: a grid INPUT keeps its own shape")
-    p.add_argument("--sigma", type=float, default=1.5, help="Gaussian smoothing std (voxels, > 0; default 1.5)")
-    p.add_argument("--out", type=Path, default=Path("runs/sdf"), help="output folder, created (default runs/sdf)")
+                   help="voxels along the longest side, padding included "
+                        f"(voxels, >= 8; default {DEFAULT_RES}); mesh INPUT only: a grid INPUT keeps its "
+                        "own shape")
+    p.add_argument("--sigma", type=float, default=1.5,
+                   help="Gaussian smoothing std (voxels, > 0; default 1.5)")
+    p.add_argument("--out", type=Path, default=Path("runs/sdf"),
+                   help="output folder, created (default runs/sdf)")
     p.add_argument("--padding", type=int, default=None,
                    help="empty voxels around the shape on each side (voxels, >= 0; default max(2, ceil(2σ)), "
                         "less on tiny grids); mesh INPUT only")
@@ -52,11 +55,12 @@ def register(subparsers) -> None:
                    help="error band half-width: voxel centres with |exact SDF| <= band are compared (voxels, "
                         f"> 0; default {DEFAULT_BAND:g}); mesh INPUT only")
     p.add_argument("--points", type=int, default=None,
-                   help=f"surface samples per mesh for the metrics (points, >= 100; default {DEFAULT_POINTS}); "
-                        "mesh INPUT only")
+                   help="surface samples per mesh for the metrics "
+                        f"(points, >= 100; default {DEFAULT_POINTS}); mesh INPUT only")
     p.add_argument("--voxel-size", type=float, default=None,
-                   help="voxel size of a bare .npy occupancy INPUT (world units, > 0; default 1 / its largest "
-                        "dimension); a .npz grid carries its own, a mesh's follows from --res")
+                   help="voxel size of a bare .npy occupancy INPUT (world units, > 0; "
+                        "default 1 / its largest dimension); a .npz grid carries its own, a mesh's follows "
+                        "from --res")
     p.add_argument("--kernel", choices=("integrated", "sampled"), default="integrated",
                    help="blur taps: 'integrated' (the Gaussian integrated over each voxel, exact for box "
                         "voxels) or 'sampled' (point-sampled, scipy's) (default integrated)")
@@ -118,9 +122,11 @@ def _load_grid_input(path: Path, voxel_size: float | None):
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise UserError(f"cannot read occupancy grid {path}: {' '.join(str(exc).split())[:160]}") from None
+            reason = " ".join(str(exc).split())[:160]
+            raise UserError(f"cannot read occupancy grid {path}: {reason}") from None
         if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-            raise UserError(f"occupancy grid {path} must be a numeric array, got {getattr(arr, 'dtype', arr)}")
+            kind = getattr(arr, "dtype", type(arr).__name__)
+            raise UserError(f"occupancy grid {path} must be a numeric array, got {kind}")
         if arr.ndim != 3 or min(arr.shape) < 2:
             raise UserError(f"occupancy grid {path} must be a 3-D array (X, Y, Z); got shape {arr.shape}")
         h = voxel_size if voxel_size is not None else 1.0 / max(arr.shape)
@@ -336,7 +342,8 @@ def _report(args, src, is_grid, occ, sdf, pred, mesh, repair, stages, not_produc
         metrics = mesh_metrics(pred, mesh, n_points=args.points, seed=args.seed)
         vs = mesh_name(mesh) + (" (closed by the repair)" if repair else "")
         report["mesh_metrics"] = {"vs": vs, "n_points": args.points,
-                                  "fscore_threshold_definition": "1% of the input mesh's bounding-box diagonal",
+                                  "fscore_threshold_definition":
+                                      "1% of the input mesh's bounding-box diagonal",
                                   **metrics}
     else:
         report["mesh_metrics"] = None
