@@ -85,7 +85,7 @@ def weak_sdf_from_smoothed(smoothed: torch.Tensor, sigma_world: float, slack: fl
     in world units (σ voxels × voxel size). Differentiable. Without gradients it works in place on
     one buffer — ``smoothed`` itself when ``inplace=True``.
     """
-    _check_sigma(sigma_world, 1.0)
+    positive_finite("sigma_world", sigma_world, "world units")
     smoothed = torch.as_tensor(smoothed)
     if not smoothed.is_floating_point():
         smoothed = smoothed.to(torch.get_default_dtype())
