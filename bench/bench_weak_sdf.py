@@ -14,6 +14,7 @@ policy on" never loses to 1 thread.
 
     python bench/bench_weak_sdf.py [--res 256] [--repeats 5] [--sigmas 1 2 4] [--threads N]
                                    [--thread-sizes 64 128 256] [--thread-repeats 24] [--quick]
+                                   [--threads-only]
 
 On a machine shared with other busy processes, multi-threaded torch suffers far more than
 single-threaded scipy (every OpenMP barrier waits for a descheduled thread): check the load
@@ -112,11 +113,14 @@ def main() -> None:
     ap.add_argument("--thread-repeats", type=int, default=24,
                     help="calls per variant in the threads table at 64³, fewer on larger grids (default 24)")
     ap.add_argument("--quick", action="store_true", help="res 128, 3 repeats, σ 1 2, thread sizes 64 128")
+    ap.add_argument("--threads-only", action="store_true", help="only the 1-vs-2-threads table")
     args = ap.parse_args()
     if args.quick:
         args.res, args.repeats, args.sigmas, args.thread_sizes = 128, 3, [1.0, 2.0], [64, 128]
         args.thread_repeats = 12
     threads_table(args.thread_sizes, args.thread_repeats)
+    if args.threads_only:
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
