@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from geo_rs import UserError
+
 __all__ = [
     "focal_from_angle",
     "look_at",
@@ -44,6 +46,9 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -
     target = np.asarray(target, dtype=np.float64)
     up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, dtype=np.float64)
     z = eye - target
+    if not np.isfinite(z).all() or np.linalg.norm(z) == 0:
+        raise UserError(f"look_at: the camera at {eye.tolist()} must differ from its (finite) target "
+                        f"{target.tolist()}")
     z /= np.linalg.norm(z)
     x = np.cross(up, z)
     if np.linalg.norm(x) < 1e-6:  # looking straight up/down: any horizontal right vector works
@@ -74,7 +79,7 @@ def sphere_directions(n: int, mode: str = "fibonacci", seed: int = 0, hemisphere
         if hemisphere:
             v[:, 2] = np.abs(v[:, 2])
         return v
-    raise ValueError(f"unknown sphere mode {mode!r} (fibonacci or random)")
+    raise UserError(f"unknown sphere mode {mode!r} (fibonacci or random)")
 
 
 def orbit_cameras(directions: np.ndarray, radius: float, target: np.ndarray | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from geo_rs import UserError
+from geo_rs.checks import count, finite_number
 
 from .cameras import focal_from_angle
 
@@ -73,6 +74,22 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+# A camera-to-world rotation R must satisfy RᵀR = I and det R = +1. Blender writes them to ~1e-7;
+# 1e-3 accepts any float32 round trip and refuses scaled, sheared, mirrored or all-zero matrices.
+RIGID_TOL = 1e-3
+
+
+def _check_rigid(rot: np.ndarray, where: str) -> None:
+    """Refuse a pose whose 3×3 part is not a rotation: rays from it would be silently wrong."""
+    err = float(np.abs(rot.T @ rot - np.eye(3)).max())
+    det = float(np.linalg.det(rot))
+    if err > RIGID_TOL or det <= 0:
+        raise UserError(
+            f"{where}: transform_matrix is not a rigid camera pose (its 3x3 part must be a rotation: "
+            f"max |RᵀR − I| = {err:.3g}, det = {det:.3g}); degenerate, scaled or mirrored poses are refused"
+        )
+
+
 def _image_path(root: Path, file_path: str) -> Path:
     p = root / file_path
     if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
@@ -109,27 +126,28 @@ def load_blender(
         >>> views.images.shape                                  # doctest: +SKIP
         torch.Size([20, 100, 100, 3])
     """
+    if not isinstance(half_res, bool):
+        raise UserError(f"half_res must be true or false, got {half_res!r}")
     root = Path(root)
     path = root / f"transforms_{split}.json"
     meta = _read_json(path)
     if "camera_angle_x" not in meta:
         raise UserError(f"{path}: missing field 'camera_angle_x'")
-    try:
-        angle = float(meta["camera_angle_x"])
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: camera_angle_x must be a number, got {meta['camera_angle_x']!r}") from exc
+    angle = finite_number(f"{path}: camera_angle_x", meta["camera_angle_x"], "radians")
     if not (0 < angle < math.pi):
         raise UserError(f"{path}: camera_angle_x must lie in (0, π) radians, got {angle}")
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         raise UserError(f"{path}: field 'frames' must be a non-empty list")
     if max_views is not None:
-        frames = frames[:max_views]
+        frames = frames[: count("max_views", max_views)]
     images, mats, names = [], [], []
     for i, fr in enumerate(frames):
         where = f"{path}: frame {i}"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise UserError(f"{where}: needs 'file_path' and 'transform_matrix'")
+        if not isinstance(fr["file_path"], str) or not fr["file_path"]:
+            raise UserError(f"{where}: file_path must be a non-empty string, got {fr['file_path']!r}")
         where = f"{path}: frame {i} ({fr['file_path']!r})"
         try:
             mat = np.asarray(fr["transform_matrix"], dtype=np.float64)
@@ -141,6 +159,7 @@ def load_blender(
             raise UserError(f"{where}: transform_matrix has non-finite entries")
         if not np.allclose(mat[3], [0, 0, 0, 1], atol=1e-4):
             raise UserError(f"{where}: transform_matrix last row must be [0, 0, 0, 1], got {mat[3].tolist()}")
+        _check_rigid(mat[:3, :3], where)
         img = _load_image(_image_path(root, str(fr["file_path"])), where)
         if images and img.shape != images[0].shape:
             raise UserError(
@@ -171,10 +190,16 @@ def load_scene_info(root: str | Path) -> SceneInfo:
         gt = root / "mesh_gt.ply"
         return SceneInfo(DEFAULT_BOUNDS, gt if gt.exists() else None)
     info = _read_json(path)
-    b = np.asarray(info.get("bounds", DEFAULT_BOUNDS), dtype=np.float64)
-    if b.shape != (2, 3) or not np.all(b[1] > b[0]):
-        raise UserError(f"{path}: 'bounds' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min")
+    try:
+        b = np.asarray(info.get("bounds", DEFAULT_BOUNDS), dtype=np.float64)
+    except (TypeError, ValueError):
+        b = np.zeros(0)
+    if b.shape != (2, 3) or not np.isfinite(b).all() or not np.all(b[1] > b[0]):
+        raise UserError(f"{path}: 'bounds' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min, "
+                        f"got {info.get('bounds')!r}")
     gt = info.get("gt_mesh")
+    if gt is not None and not isinstance(gt, str):
+        raise UserError(f"{path}: 'gt_mesh' must be a file name, got {gt!r}")
     gt_path = (root / gt) if gt else None
     if gt_path is not None and not gt_path.exists():
         raise UserError(f"{path}: gt_mesh {gt_path} not found")

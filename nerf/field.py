@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import geo_rs
+from geo_rs import UserError
+from geo_rs.checks import choice, count
 
 __all__ = [
     "GridSpec",
@@ -59,8 +61,11 @@ class GridSpec:
     @classmethod
     def from_bounds(cls, bmin, bmax, res: int) -> GridSpec:
         """``res`` voxel centres along the longest box axis, the same spacing on the others."""
+        count("res", res, minimum=2)
         bmin = [float(v) for v in bmin]
         ext = [float(b) - a for a, b in zip(bmin, bmax)]
+        if len(ext) != 3 or not all(math.isfinite(e) and e > 0 for e in ext):
+            raise UserError(f"the grid box needs max > min on 3 finite axes, got {bmin} .. {list(bmax)}")
         voxel = max(ext) / (res - 1)
         shape = tuple(int(math.ceil(e / voxel - 1e-6)) + 1 for e in ext)
         return cls(tuple(bmin), voxel, shape)  # type: ignore[arg-type]
@@ -137,8 +142,7 @@ class SmoothedDensity(nn.Module):
         alpha: float = 4.0,
     ):
         super().__init__()
-        if f_activation not in ("sigmoid", "relu"):
-            raise ValueError(f"f_activation must be sigmoid or relu, got {f_activation!r}")
+        choice("f_activation", f_activation, ("sigmoid", "relu"))
         self.spec = spec
         self.sigma_world = float(sigma_world)
         self.f_activation = f_activation
@@ -247,8 +251,7 @@ class SHColor(nn.Module):
 
     def __init__(self, spec: GridSpec, degree: int = 0):
         super().__init__()
-        if not 0 <= degree <= 2:
-            raise ValueError(f"sh_degree must be 0, 1 or 2, got {degree}")
+        count("sh_degree", degree, minimum=0, maximum=2)
         self.spec, self.degree = spec, degree
         self.features = nn.Parameter(torch.zeros(3 * (degree + 1) ** 2, *spec.shape))
 

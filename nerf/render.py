@@ -6,7 +6,9 @@ weights by ``nerfacc.render_weight_from_density`` on the (n_rays, n_samples) lay
 are only evaluated where a sample's weight matters (> ``weight_eps``), as nerfacc's estimator does.
 
 CUDA: ``OccGridEstimator`` (packed samples, empty-space skipping) + ``nerfacc.rendering``; pass an
-``estimator`` made by :func:`make_estimator`. (Not exercised on this CPU-only machine.)
+``estimator`` made by :func:`make_estimator`. It needs nerfacc's CUDA extension
+(:func:`nerfacc_cuda_available`); without it the trainer renders with the dense path on the GPU and
+says so. ``scripts/gpu_check.sh`` runs this path; the CPU-only CI cannot.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from .cameras import ray_box_intersect
 
-__all__ = ["render_rays", "render_image", "make_estimator"]
+__all__ = ["render_rays", "render_image", "make_estimator", "nerfacc_cuda_available"]
 
 
 def _dense_samples(origins, dirs, bmin, bmax, step, stratified, generator):
@@ -79,6 +81,21 @@ def render_rays(
         "depth": depth / opacity.clamp_min(1e-6),
         "opacity": opacity,
     }
+
+
+def nerfacc_cuda_available() -> tuple[bool, str]:
+    """Whether nerfacc's CUDA extension (needed by ``OccGridEstimator``) loads, and why not.
+
+    nerfacc 0.5.3 ships no binary for our torch: the first call builds it with the CUDA toolkit
+    (``nvcc`` and ``ninja``; a few minutes once, cached in torch's extension folder).
+    """
+    try:
+        from nerfacc.cuda._backend import _C
+    except Exception as exc:  # a failed build raises whatever the compiler run raised
+        return False, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    if _C is None:
+        return False, "nerfacc found no CUDA toolkit (nvcc) to build its extension"
+    return True, ""
 
 
 def make_estimator(bounds, resolution: int = 128, device: torch.device | str | None = None):

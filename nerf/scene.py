@@ -24,7 +24,7 @@ the file has its own face colours.
 
 from __future__ import annotations
 
-import json
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,9 @@ import numpy as np
 import trimesh
 
 from geo_rs import UserError
+from geo_rs.atomic import write_bytes, write_json
+from geo_rs.checks import count, finite_number, positive_finite
+from geo_rs.config import check_memory
 
 from .cameras import focal_from_angle, orbit_cameras, sphere_directions
 
@@ -89,7 +92,7 @@ class Part:
         elif self.kind == "torus":
             m = trimesh.creation.torus(self.size[0], self.size[1], major_sections=64, minor_sections=32)
         else:
-            raise ValueError(f"unknown part kind {self.kind!r}")
+            raise UserError(f"unknown part kind {self.kind!r} (box, cylinder, sphere, torus)")
         m.apply_transform(self.transform)
         m.visual.face_colors = np.tile(
             np.append(np.asarray(self.color) * 255, 255).astype(np.uint8), (len(m.faces), 1)
@@ -116,7 +119,7 @@ class Part:
         elif self.kind == "torus":
             out = torch.stack([q[:, :2].norm(dim=1) - self.size[0], q[:, 2]], 1).norm(dim=1) - self.size[1]
         else:
-            raise ValueError(f"unknown part kind {self.kind!r}")
+            raise UserError(f"unknown part kind {self.kind!r} (box, cylinder, sphere, torus)")
         return (-out).numpy() if as_numpy else -out
 
 
@@ -225,9 +228,14 @@ def load_scene_mesh(source: str | Path, gt_res: int = 128) -> tuple[trimesh.Trim
     try:
         loaded = trimesh.load(path, force="mesh")
     except Exception as exc:  # trimesh raises many types for unreadable files
-        raise UserError(f"{path}: cannot read mesh: {exc}") from exc
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise UserError(f"{path}: cannot read mesh: {reason}") from None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise UserError(f"{path}: no triangles found")
+    if not np.isfinite(loaded.vertices).all():
+        raise UserError(f"{path}: mesh has non-finite (NaN/inf) vertex coordinates")
+    if float((loaded.bounds[1] - loaded.bounds[0]).max()) <= 0:
+        raise UserError(f"{path}: mesh has zero extent (all vertices at one point)")
     mesh = loaded
     has_colors = mesh.visual.kind == "face" or mesh.visual.kind == "vertex"
     if not has_colors:
@@ -311,10 +319,11 @@ def _write_split(out: Path, split: str, c2ws: np.ndarray, rgba: np.ndarray, angl
     (out / split).mkdir(parents=True, exist_ok=True)
     frames = []
     for i, (c2w, img) in enumerate(zip(c2ws, rgba)):
-        Image.fromarray(np.round(img * 255).astype(np.uint8), "RGBA").save(out / split / f"r_{i}.png")
+        buf = io.BytesIO()
+        Image.fromarray(np.round(img * 255).astype(np.uint8), "RGBA").save(buf, format="PNG")
+        write_bytes(out / split / f"r_{i}.png", buf.getvalue())
         frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": c2w.tolist()})
-    with open(out / f"transforms_{split}.json", "w") as fh:
-        json.dump({"camera_angle_x": angle, "frames": frames}, fh, indent=1)
+    write_json(out / f"transforms_{split}.json", {"camera_angle_x": angle, "frames": frames}, indent=1)
 
 
 def make_scene(
@@ -339,8 +348,16 @@ def make_scene(
     Example:
         >>> make_scene("sphere", "/tmp/sphere", views=4, res=32, val_views=1, test_views=1)  # doctest: +SKIP
     """
-    if views < 1 or res < 8:
-        raise UserError(f"need views >= 1 and res >= 8, got views={views}, res={res}")
+    views, val_views, test_views = count("views", views), count("val_views", val_views, 0), \
+        count("test_views", test_views)  # an empty test split would train with nothing to evaluate
+    res, seed, gt_res = count("res", res, 8, 4096), count("seed", seed, 0), count("gt_res", gt_res, 8, 1024)
+    angle = finite_number("camera_angle_x", camera_angle_x, "radians")
+    if not 0 < angle < math.pi:
+        raise UserError(f"camera_angle_x must lie in (0, π) radians, got {camera_angle_x!r}")
+    if radius is not None:
+        positive_finite("radius", radius, "world units")
+    # one view at a time: the 2×2 super-sampled rays (float32) and the float64 shading of the hits
+    check_memory(res * res * 4 * 100.0, f"res {res} (one {2 * res}×{2 * res} super-sampled view)")
     mesh, gt = load_scene_mesh(source, gt_res)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,7 +377,7 @@ def make_scene(
             render_views(mesh, c2ws, res, camera_angle_x) if len(c2ws) else (np.zeros((0, res, res, 4)), None)
         )
         _write_split(out, split, c2ws, rgba, camera_angle_x)
-    gt.export(out / "mesh_gt.ply")
+    write_bytes(out / "mesh_gt.ply", gt.export(file_type="ply"))
     pad = 0.08 * float((hi - lo).max())
     info = {
         "source": str(source),
@@ -369,5 +386,5 @@ def make_scene(
         "camera_radius": radius,
         "resolution": res,
     }
-    (out / "scene.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "scene.json", info, indent=1)
     return out
