@@ -108,7 +108,12 @@ def test_milp_optima_are_never_beaten_by_the_float32_model(make, shape):
                 bottom = output_extremum(net, x, pert, output=out, sense="min")
                 assert top.exact and bottom.exact
                 assert top.value >= hi and top.value >= top.model_value, (seed, pert, top.value, hi)
-                assert bottom.value <= lo and bottom.value <= bottom.model_value, (seed, pert, bottom.value, lo)
+                assert bottom.value <= lo and bottom.value <= bottom.model_value, (
+                    seed,
+                    pert,
+                    bottom.value,
+                    lo,
+                )
                 # ... and tight: within twice the rigorous float margin of an attained value
                 assert top.value - top.model_value <= 2 * top.float_margin + 1e-6
                 assert bottom.model_value - bottom.value <= 2 * bottom.float_margin + 1e-6
@@ -159,7 +164,9 @@ def _layers_with_large_terms() -> list[tuple[nn.Module, tuple[int, ...]]]:
     ]
 
 
-@pytest.mark.parametrize("idx", range(6), ids=["linear", "conv", "conv_t", "batchnorm", "avgpool", "bilinear"])
+@pytest.mark.parametrize(
+    "idx", range(6), ids=["linear", "conv", "conv_t", "batchnorm", "avgpool", "bilinear"]
+)
 def test_float_error_bound_holds_and_is_not_vacuous(idx):
     """|float32 layer(h) - real layer(h)| <= the bound, on random inputs of the box (with values near
     250-300 where the bias cancels); and the bound is within a modest factor of what is observed."""

@@ -175,7 +175,12 @@ def affine_ops(layer: nn.Module) -> list[AffineOp]:
         return [_batchnorm_op(layer, u, tiny)]
     if isinstance(layer, nn.AvgPool2d):
         pool = lambda h: F.avg_pool2d(  # noqa: E731
-            h, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode, layer.count_include_pad,
+            h,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.ceil_mode,
+            layer.count_include_pad,
             layer.divisor_override,
         )
         k = layer.kernel_size if isinstance(layer.kernel_size, tuple) else (layer.kernel_size,) * 2
@@ -191,7 +196,9 @@ def _conv_op(layer: nn.Conv2d, u: float, tiny: float) -> AffineOp:
     kh, kw = layer.kernel_size
     n = layer.in_channels // layer.groups * kh * kw + 1
     mag = None if b is None else b.abs()
-    return AffineOp("Conv2d", lambda h: conv(h, w, None), lambda h: conv(h, w.abs(), None), b, mag, n, u, tiny)
+    return AffineOp(
+        "Conv2d", lambda h: conv(h, w, None), lambda h: conv(h, w.abs(), None), b, mag, n, u, tiny
+    )
 
 
 def _conv_transpose_op(layer: nn.ConvTranspose2d, u: float, tiny: float) -> AffineOp:

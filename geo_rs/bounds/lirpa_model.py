@@ -28,7 +28,6 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .perturbations import AffinePieces, Perturbation, affine_pieces
 
-
 # Layers known to work with every method (tested; see the README's table).
 SUPPORTED_LAYERS = (
     nn.Conv2d,
@@ -71,6 +70,49 @@ def snapshot(model: nn.Module, device: torch.device, dtype: torch.dtype | None =
             parent = snap.get_submodule(name.rsplit(".", 1)[0]) if "." in name else snap
             setattr(parent, name.rsplit(".", 1)[-1], nn.Identity())
     return snap.to(device=device, dtype=dtype) if dtype is not None else snap.to(device)
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _unsound_reason(m: nn.Module, method: str) -> str | None:
+    """Why auto_LiRPA 0.3 would bound layer ``m`` *wrongly* with ``method`` (None if it does not).
+
+    Each case was found by sampling (bounds that real outputs exceed by 2e-4 to 2e-2) and is kept out by
+    a test: the pooling backward passes assume kernel == stride and no padding, and ignore dilation,
+    ``count_include_pad=False`` and ``divisor_override``; grouped convolutions come out wrong in CROWN.
+    """
+    backward = method != "IBP"
+    if isinstance(m, nn.AvgPool2d):
+        k, st, pad = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+        if m.divisor_override is not None:
+            return "divisor_override"
+        if m.ceil_mode:
+            return "ceil_mode=True"
+        if not m.count_include_pad and pad != (0, 0):
+            return "count_include_pad=False with padding"
+        if backward and (k != st or pad != (0, 0)):
+            return "stride != kernel_size or padding (use IBP)"
+    if isinstance(m, nn.MaxPool2d):
+        if _pair(m.dilation) != (1, 1):
+            return "dilation"
+        if m.ceil_mode:
+            return "ceil_mode=True"
+    if isinstance(m, nn.Conv2d) and m.groups != 1 and backward:
+        return "groups > 1 (use IBP)"
+    return None
+
+
+def refuse_known_unsound(snap: nn.Module, method: str) -> None:
+    """Raise :class:`UnsupportedModelError` for layers auto_LiRPA 0.3 bounds wrongly with ``method``."""
+    for name, m in snap.named_modules():
+        reason = _unsound_reason(m, method)
+        if reason:
+            raise UnsupportedModelError(
+                f"{method} bounds are not supported for layer {name or '<model>'} ({type(m).__name__} with "
+                f"{reason}): auto_LiRPA 0.3 computes wrong bounds for it"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,7 +268,7 @@ class BoundInput:
     upper: Tensor | None = None
 
     def take(self, r0: int, r1: int) -> BoundInput:
-        pick = (lambda t: None if t is None else t[r0:r1])  # noqa: E731
+        pick = lambda t: None if t is None else t[r0:r1]  # noqa: E731
         return BoundInput(self.value[r0:r1], pick(self.lower), pick(self.upper))
 
 
@@ -275,8 +317,12 @@ def noise_problem(snap: nn.Module, x: Tensor, lo: Tensor, hi: Tensor, C: Tensor 
     """White noise: the input box is exactly the set; nothing to fuse."""
     names = _layer_names(snap)
     net = rewrite_upsample(snap, x[:1])
-    names.update({id(m.up): names.get(id(m), "upsample") for m in net.modules() if isinstance(m, NearestUpsample)})
-    return BoundProblem(net, [BoundInput(x, lo, hi)], C, x.shape[0], 1, fused=True, first_out=None, layer_names=names)
+    names.update(
+        {id(m.up): names.get(id(m), "upsample") for m in net.modules() if isinstance(m, NearestUpsample)}
+    )
+    return BoundProblem(
+        net, [BoundInput(x, lo, hi)], C, x.shape[0], 1, fused=True, first_out=None, layer_names=names
+    )
 
 
 def family_problem(

@@ -170,7 +170,9 @@ def build(problem: BoundProblem, att: Attempt):
         opts["sparse_intermediate_bounds"] = False
     example = problem.example()
     try:
-        bounded = lirpa.BoundedModule(problem.module, example, device=example[0].device, bound_opts=opts or None)
+        bounded = lirpa.BoundedModule(
+            problem.module, example, device=example[0].device, bound_opts=opts or None
+        )
     except (NotImplementedError, KeyError, RuntimeError, TypeError, AttributeError, AssertionError) as exc:
         raise UnsupportedModelError(_build_failure_message(problem, capture.messages, exc)) from exc
     finally:
@@ -238,7 +240,10 @@ def _fused_crown_setup(bounded, args, first_out: tuple[int, ...], n_rows: int) -
     bounded.set_bound_opts({"crown_batch_size": max(16, int(2**26 / max(1, n_rows * n_first)))})
     target = None
     for node in bounded._modules.values():
-        if type(node).__name__ == "BoundReshape" and tuple(getattr(node, "output_shape", ())[1:]) == first_out:
+        if (
+            type(node).__name__ == "BoundReshape"
+            and tuple(getattr(node, "output_shape", ())[1:]) == first_out
+        ):
             target = node
             break
     if target is None:
@@ -293,7 +298,9 @@ def _node_layer(bounded, node, problem: BoundProblem) -> str:
     return f"a {types[0].__name__} layer ({listed})"
 
 
-def _failure_message(problem: BoundProblem, method: str, failures: list[tuple[Attempt, BaseException]]) -> str:
+def _failure_message(
+    problem: BoundProblem, method: str, failures: list[tuple[Attempt, BaseException]]
+) -> str:
     att, exc = failures[0]
     node = _failing_node(exc)
     where = "an unidentified layer"

@@ -453,9 +453,7 @@ def _settle(bld: _Builder, values, tr: _Track) -> list:
     """Values that still carry a pending slack become variables within that slack of their expression."""
     if tr.slack is None:
         return values
-    out = [
-        bld.slacked(v, float(tr.slack[j]), float(tr.lo[j]), float(tr.hi[j])) for j, v in enumerate(values)
-    ]
+    out = [bld.slacked(v, float(tr.slack[j]), float(tr.lo[j]), float(tr.hi[j])) for j, v in enumerate(values)]
     tr.slack = None
     return out
 
@@ -480,7 +478,9 @@ def _encode_maxpool(bld: _Builder, values, tr: _Track, pool: nn.MaxPool2d, shape
             ml = [float(tr.lo[j]) for j in members]
             mh = [float(tr.hi[j]) for j in members]
             bld.count += 1
-            expr, gadget = add_max(bld.prob, [values[j] for j in members], ml, mh, name=f"{name}_mp{bld.count}")
+            expr, gadget = add_max(
+                bld.prob, [values[j] for j in members], ml, mh, name=f"{name}_mp{bld.count}"
+            )
             bld.n_bin += gadget.n_binaries
             new_vals.append(expr)
             cols["lo"].append(max(ml))
@@ -488,7 +488,9 @@ def _encode_maxpool(bld: _Builder, values, tr: _Track, pool: nn.MaxPool2d, shape
             # max is 1-Lipschitz in the sup norm: deviations pass as the window's largest
             cols["dev"].append(float(tr.dev[members].max()))
             cols["mag"].append(float((tr.mag[members] + intercepts[members]).max()))
-    tr.lo, tr.hi, tr.dev, tr.mag = (torch.tensor(cols[k], dtype=torch.float64) for k in ("lo", "hi", "dev", "mag"))
+    tr.lo, tr.hi, tr.dev, tr.mag = (
+        torch.tensor(cols[k], dtype=torch.float64) for k in ("lo", "hi", "dev", "mag")
+    )
     tr.terms += 1
     return new_vals, out_shape
 
@@ -543,7 +545,8 @@ def output_extremum(
     time_limit: float | None = None,
 ) -> ExtremumResult:
     """``max`` (or ``min``) of ``model(x')[output]`` (or ``c · model(x')``) over the set: a sound bound
-    for the float model, within ``2 · float_margin`` of the attained extremum (see :class:`ExtremumResult`)."""
+    for the float model, within ``2 · float_margin`` of the attained extremum (see
+    :class:`ExtremumResult`)."""
     if sense not in ("max", "min"):
         raise UserError(f"sense must be 'max' or 'min', got {sense!r}")
     prob = pulp.LpProblem("extremum", pulp.LpMaximize if sense == "max" else pulp.LpMinimize)

@@ -55,6 +55,7 @@ from .lirpa_model import (
     UnsupportedModelError,
     family_problem,
     noise_problem,
+    refuse_known_unsound,
     snapshot,
 )
 from .lirpa_run import METHODS, compute
@@ -168,6 +169,7 @@ def layer_bounds(
     except StopIteration:
         device = x.device
     snap = snapshot(model, device, dtype)
+    refuse_known_unsound(snap, method)
     x = x.to(device=device, dtype=dtype or x.dtype)
     with _default_dtype(x.dtype):
         with torch.no_grad():
@@ -182,7 +184,9 @@ def layer_bounds(
     hi = raw.upper.reshape(b, n_p, -1).amax(1)
     pre = [
         Interval(
-            r_lo.reshape(b, n_p, *r_lo.shape[1:]).amin(1), r_hi.reshape(b, n_p, *r_hi.shape[1:]).amax(1), check=False
+            r_lo.reshape(b, n_p, *r_lo.shape[1:]).amin(1),
+            r_hi.reshape(b, n_p, *r_hi.shape[1:]).amax(1),
+            check=False,
         )
         for r_lo, r_hi in raw.relu_inputs
     ]
