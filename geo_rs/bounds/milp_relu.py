@@ -1,20 +1,36 @@
-"""Exact MILP encoding of small ReLU networks over a perturbation set (Tjeng et al. big-M).
+"""MILP encoding of small ReLU networks over a perturbation set (Tjeng et al. big-M), sound for the
+network *as it computes in float32*.
 
 :func:`encode_network` turns ``model`` at image ``x`` under a perturbation into a pulp problem whose
-feasible points are exactly the (input parameters, network outputs) pairs of the set:
+feasible points contain every (input parameters, network outputs) pair the model produces on the set:
 
 * inputs: the perturbation parameters θ (brightness/contrast) and per-pixel noise δ are variables; the
   pixel ``clamp(x + Σ θ_k A_k + δ, 0, 1)`` is exact (a clamp is two ReLUs; pixels that never clip are
   plain affine expressions, pixels that always clip are constants);
 * consecutive affine layers (Linear, Conv2d, ConvTranspose2d, BatchNorm in eval, AvgPool2d, Flatten,
-  Identity, Dropout in eval) are merged into one dense affine map (probed column by column: for small
-  networks only);
-* ReLU: big-M ``y >= z, y >= 0, y <= u·a, y <= z - l(1 - a)``, with pre-activation bounds ``[l, u]`` the
-  intersection of interval arithmetic on the MILP's own variables and CROWN (or IBP) bounds from
-  :func:`geo_rs.layer_bounds`; stable neurons get no binary;
+  Identity, Dropout in eval, Upsample) are merged into one dense affine map built in float64 from the
+  layers' exact parameters (no float32 probing: a single layer's weights are copied exactly);
+* ReLU: big-M ``y >= z - s, y >= 0, y <= u·a, y <= z + s - l(1 - a)``, with pre-activation bounds
+  ``[l, u]`` the intersection of interval arithmetic on the MILP's own variables and CROWN (or IBP)
+  bounds from :func:`geo_rs.layer_bounds`; stable neurons get no binary;
 * MaxPool2d: the exact max gadget of :mod:`geo_rs.bounds.milp_argmax` per window.
 
-:func:`output_extremum` maximises / minimises one output (or ``c · f``) exactly; :func:`verify_linear`
+Floating point — what is guaranteed. The MILP's arithmetic is real; the model's is float32. Every affine
+block's output ``z`` gets a slack ``s`` with ``|s| <= S``, where ``S`` is Higham's rigorous forward-error
+bound of the float evaluation of that block (:mod:`geo_rs.bounds.float_error`: per layer
+``γ_{n+1}(|W||h| + |b|) + (n+1)·tiny``, ``γ_m = m·u/(1 - m·u)``, ``u = 2^-24``, propagated through the
+block, with the float64 rounding of the MILP's own matrices included), evaluated on bounds of the
+block's inputs; the first block also absorbs the rounding of the perturbed pixels. Hence *every float32
+evaluation of the model on a point of the set is a feasible point of the MILP*. The CROWN bounds used
+for big-M are computed by auto_LiRPA on a float64 copy (the real-arithmetic network) and widened by the
+float network's propagated deviation from it plus an allowance for CROWN's float64 rounding
+(``2·γ_N(2^-53)`` times a magnitude chain bounding every term of CROWN's sums). Consequences, given an
+exact MILP solver: infeasible ⇒ no float32 evaluation violates the property; an optimum bounds every
+float32 value and lies within ``2·float_margin`` of one (``float_margin`` = the propagated deviation).
+Not covered: the MILP solver's own tolerances (CBC/HiGHS feasibility ~1e-7 to 1e-6 absolute), TF32 or
+reduced-precision kernels, Winograd/FFT convolutions (see :mod:`geo_rs.bounds.float_error`).
+
+:func:`output_extremum` maximises / minimises one output (or ``c · f``); :func:`verify_linear`
 certifies ``c · f(x') > threshold`` on the whole set (or returns a counterexample).
 
 Example::
