@@ -62,26 +62,23 @@ def empirical_width(model: nn.Module, x: torch.Tensor, pert, n: int = 200) -> fl
     return float((ys.amax(0) - ys.amin(0)).mean())
 
 
-def legacy_output_bounds(ref: str):
-    """``output_bounds`` of commit ``ref`` (the cached version), loaded from git as a sibling module of
-    ``geo_rs.bounds`` so that its relative imports resolve."""
+def legacy_module(ref: str, name: str):
+    """``geo_rs/bounds/<name>.py`` of commit ``ref``, loaded from git as a sibling module of today's
+    ``geo_rs.bounds`` (its relative imports resolve to today's package)."""
     import importlib.util
     import subprocess
     import types
 
+    path = f"geo_rs/bounds/{name}.py"
     src = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{ref}:geo_rs/bounds/output_bounds.py"],
-        check=True,
-        capture_output=True,
-        text=True,
+        ["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True, capture_output=True, text=True
     ).stdout
-    name = "geo_rs.bounds._legacy_output_bounds"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    module = types.ModuleType(name)
-    module.__spec__, module.__package__ = spec, "geo_rs.bounds"
-    sys.modules[name] = module
-    exec(compile(src, f"{ref}:geo_rs/bounds/output_bounds.py", "exec"), module.__dict__)
-    return module.output_bounds
+    full = f"geo_rs.bounds._legacy_{name}"
+    module = types.ModuleType(full)
+    module.__spec__, module.__package__ = importlib.util.spec_from_loader(full, loader=None), "geo_rs.bounds"
+    sys.modules[full] = module
+    exec(compile(src, f"{ref}:{path}", "exec"), module.__dict__)
+    return module
 
 
 def tiny_nets() -> dict[str, tuple[nn.Module, torch.Tensor]]:
@@ -109,7 +106,7 @@ def timed(fn, repeats: int) -> float:
 def cache_cost(args) -> int:
     from geo_rs import output_bounds
 
-    legacy = legacy_output_bounds(args.legacy_ref)
+    legacy = legacy_module(args.legacy_ref, "output_bounds").output_bounds
     cases = tiny_nets()
     if not args.quick:
         model, src = load_model()

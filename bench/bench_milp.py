@@ -32,6 +32,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the adversarial test networks
+
+from bench_bounds import legacy_module  # noqa: E402
 
 from geo_rs import Brightness, Contrast, WhiteNoise, output_bounds, output_extremum  # noqa: E402
 
@@ -73,30 +76,15 @@ def make_net(width: int, seed: int = 0) -> nn.Sequential:
     return net.eval()
 
 
-def cancelled_net(seed: int, conv: bool, big: float = 300.0) -> tuple[nn.Module, torch.Tensor]:
-    """Issue 9's recipe: hidden activations near ``big`` cancelled by the last layer's bias."""
-    g = torch.Generator().manual_seed(seed)
-    if not conv:
-        net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))
-        with torch.no_grad():
-            net[1].weight.copy_(torch.randn(3, 4, generator=g) * 0.5)
-            net[1].bias.copy_(big + torch.randn(3, generator=g))
-            net[3].weight.copy_(torch.randn(1, 3, generator=g))
-            net[3].bias.copy_(-big * net[3].weight.sum())
-        return net.eval(), torch.rand(1, 1, 2, 2, generator=g)
-    net = nn.Sequential(
-        nn.Conv2d(1, 3, 2), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3, 2)
-    )
-    with torch.no_grad():
-        net[0].weight.copy_(torch.randn(3, 1, 2, 2, generator=g) * 0.5)
-        net[0].bias.copy_(big + torch.randn(3, generator=g))
-        net[1].running_mean.copy_(big / 2 + torch.randn(3, generator=g))
-        net[1].running_var.uniform_(0.5, 2.0, generator=g)
-        net[1].weight.uniform_(0.5, 1.5, generator=g)
-        net[1].bias.copy_(big / 2 + torch.randn(3, generator=g))
-        net[5].weight.copy_(torch.randn(2, 3, generator=g))
-        net[5].bias.copy_(-big * net[5].weight.sum(1))
-    return net.eval(), torch.rand(1, 1, 3, 3, generator=g)
+def cancelled_net(seed: int, conv: bool) -> tuple[nn.Module, torch.Tensor]:
+    """Issue 9's recipe (hidden activations ~300 cancelled by the last bias) and an image for it; the
+    networks are those of the float32 soundness tests."""
+    from test_milp_float import cancelled_conv_bn, cancelled_mlp
+
+    g = torch.Generator().manual_seed(1000 + seed)
+    if conv:
+        return cancelled_conv_bn(seed), torch.rand(1, 1, 3, 3, generator=g)
+    return cancelled_mlp(seed), torch.rand(1, 1, 2, 2, generator=g)
 
 
 def reached(net: nn.Module, x: torch.Tensor, pert, out: int) -> tuple[float, float]:
@@ -109,26 +97,6 @@ def reached(net: nn.Module, x: torch.Tensor, pert, out: int) -> tuple[float, flo
             vals.append(net(pert.apply(x, theta).flatten(0, 1))[:, out])
     v = torch.cat(vals)
     return float(v.min()), float(v.max())
-
-
-def legacy_module(ref: str, name: str):
-    """``geo_rs/bounds/<name>.py`` of commit ``ref``, loaded from git next to today's package."""
-    import importlib.util
-    import subprocess
-    import types
-
-    src = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{ref}:geo_rs/bounds/{name}.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    full = f"geo_rs.bounds._legacy_{name}"
-    module = types.ModuleType(full)
-    module.__spec__, module.__package__ = importlib.util.spec_from_loader(full, loader=None), "geo_rs.bounds"
-    sys.modules[full] = module
-    exec(compile(src, f"{ref}:geo_rs/bounds/{name}.py", "exec"), module.__dict__)
-    return module
 
 
 def float_audit(args) -> int:
