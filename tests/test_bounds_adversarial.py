@@ -199,6 +199,28 @@ def test_every_method_perturbation_and_batch_size_works(make):
                 assert contains(net, x, pert, lo, hi, n=100), (pname, b, m, res.strategy)
 
 
+def test_one_row_at_a_time_fallback_agrees_with_the_batched_bounds(monkeypatch):
+    """When batching trips auto_LiRPA (here: injected for batches > 1), each input is bounded on its own
+    and the result is the batched one."""
+    net, x, pert = conv_pool_net(), images(3), Brightness(0.05)
+    batched = layer_bounds(net, x, pert, "CROWN")
+    lirpa = importlib.import_module("geo_rs.bounds.lirpa_compat").auto_lirpa()
+    original = lirpa.BoundedModule.compute_bounds
+
+    def batch_of_one_only(self, *args, x=None, **kw):
+        if x is not None and x[0].shape[0] > 1:
+            raise IndexError("injected: batch size > 1")
+        return original(self, *args, x=x, **kw)
+
+    monkeypatch.setattr(lirpa.BoundedModule, "compute_bounds", batch_of_one_only)
+    single = layer_bounds(net, x, pert, "CROWN")
+    assert single.strategy.startswith("one row at a time") and batched.strategy == "batched"
+    torch.testing.assert_close(single.output.lower, batched.output.lower, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(single.output.upper, batched.output.upper, atol=1e-6, rtol=1e-6)
+    for a, b in zip(single.pre_activations, batched.pre_activations):
+        torch.testing.assert_close(a.lower, b.lower, atol=1e-6, rtol=1e-6)
+
+
 def test_remaining_failures_are_unsupported_model_errors_naming_layer_and_method(monkeypatch):
     """Whatever auto_LiRPA still cannot do surfaces as UnsupportedModelError with the layer (its name in
     the caller's model) and the method — never as a raw auto_LiRPA exception."""
