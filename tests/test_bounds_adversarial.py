@@ -199,6 +199,24 @@ def test_every_method_perturbation_and_batch_size_works(make):
                 assert contains(net, x, pert, lo, hi, n=100), (pname, b, m, res.strategy)
 
 
+def test_audit_index_error_on_conv_maxpool_depends_no_more_on_batch_size():
+    """The audit's crash: CROWN on a conv + maxpool net under a wide brightness raised a raw
+    ``IndexError`` for batch sizes >= 2 only (once enough neurons are unstable auto_LiRPA switches to
+    dense patches, which its reshape mishandled); alpha-CROWN failed at any batch size."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4),
+    ).eval()  # fmt: skip
+    pert = Brightness(1.0)
+    for b, methods in [(1, ["CROWN"]), (2, ["CROWN", "alpha-CROWN"]), (3, ["CROWN"])]:
+        x = torch.rand(b, 1, 12, 12, generator=torch.Generator().manual_seed(b))
+        x[:, :, :3], x[:, :, -1] = 0.0, 1.0
+        for m in methods:
+            res = layer_bounds(net, x, pert, m, alpha_iterations=2)
+            assert contains(net, x, pert, res.output.lower, res.output.upper), (b, m, res.strategy)
+
+
 def test_one_row_at_a_time_fallback_agrees_with_the_batched_bounds(monkeypatch):
     """When batching trips auto_LiRPA (here: injected for batches > 1), each input is bounded on its own
     and the result is the batched one."""

@@ -166,8 +166,8 @@ def build(problem: BoundProblem, att: Attempt):
     opts: dict = {}
     if att.matrix:
         opts["conv_mode"] = "matrix"
-    if att.dense_intermediate:
-        opts["sparse_intermediate_bounds"] = False
+    if att.dense_intermediate:  # no sparse bookkeeping (its alpha shapes are what breaks)
+        opts.update(sparse_intermediate_bounds=False, sparse_features_alpha=False, sparse_spec_alpha=False)
     example = problem.example()
     try:
         bounded = lirpa.BoundedModule(
