@@ -124,8 +124,9 @@ class NearestUpsample(nn.Module):
     """``nn.Upsample(scale_factor=s, mode='nearest')`` as a ConvTranspose2d (stride = kernel = s) whose
     kernel copies channel c to channel c (auto_LiRPA 0.3 supports only groups=1 transposed convs)."""
 
-    def __init__(self, channels: int, scale: int) -> None:
+    def __init__(self, channels: int, scale: int, source_name: str = "") -> None:
         super().__init__()
+        self.source_name = source_name  # the replaced layer's name in the caller's model
         self.up = nn.ConvTranspose2d(channels, channels, scale, stride=scale, bias=False)
         with torch.no_grad():
             self.up.weight.zero_()
@@ -164,7 +165,9 @@ def rewrite_upsample(model: nn.Module, example: Tensor) -> nn.Module:
         h.remove()
     for name, m in ups:
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        new = NearestUpsample(channels[name], integer_scale(m)).to(device=example.device, dtype=example.dtype)
+        new = NearestUpsample(channels[name], integer_scale(m), name).to(
+            device=example.device, dtype=example.dtype
+        )
         setattr(parent, name.rsplit(".", 1)[-1], new)
     return model
 
@@ -309,17 +312,19 @@ class BoundProblem:
         return tuple(i.value[:1] for i in self.inputs)
 
 
-def _layer_names(snap: nn.Module) -> dict[int, str]:
-    return {id(m): (n or type(m).__name__) for n, m in snap.named_modules()}
+def _prepared(snap: nn.Module, x: Tensor) -> tuple[nn.Module, dict[int, str]]:
+    """The snapshot with nearest Upsample rewritten, and ``id(module) -> name in the caller's model``."""
+    names = {id(m): (n or type(m).__name__) for n, m in snap.named_modules()}
+    net = rewrite_upsample(snap, x[:1])
+    for m in net.modules():
+        if isinstance(m, NearestUpsample):
+            names[id(m)] = names[id(m.up)] = m.source_name
+    return net, names
 
 
 def noise_problem(snap: nn.Module, x: Tensor, lo: Tensor, hi: Tensor, C: Tensor | None) -> BoundProblem:
     """White noise: the input box is exactly the set; nothing to fuse."""
-    names = _layer_names(snap)
-    net = rewrite_upsample(snap, x[:1])
-    names.update(
-        {id(m.up): names.get(id(m), "upsample") for m in net.modules() if isinstance(m, NearestUpsample)}
-    )
+    net, names = _prepared(snap, x)
     return BoundProblem(
         net, [BoundInput(x, lo, hi)], C, x.shape[0], 1, fused=True, first_out=None, layer_names=names
     )
@@ -329,9 +334,8 @@ def family_problem(
     snap: nn.Module, x: Tensor, perturbation: Perturbation, C: Tensor | None, max_pieces: int, fuse: bool
 ) -> BoundProblem:
     """Brightness / contrast (with or without noise): pieces, fused with the first affine layer."""
-    names = _layer_names(snap)
     pieces = affine_pieces(perturbation, x, max_pieces=max_pieces)
-    net = rewrite_upsample(snap, x[:1])
+    net, names = _prepared(snap, x)
     split = split_first_layer(net, x[:1]) if fuse else None
     if split is None:
         first, rest, flatten_first = nn.Identity(), net, False
