@@ -285,6 +285,11 @@ def test_layer_settings_auto_lirpa_bounds_wrongly_are_refused(name):
             assert contains(net, x, WhiteNoise(0.05), *output_bounds(net, x, WhiteNoise(0.05), m), n=2000)
 
 
+def test_a_model_that_fails_on_the_input_is_an_unsupported_model_error():
+    with pytest.raises(UnsupportedModelError, match=r"CROWN.*shape \(1, 1, 6, 6\).*RuntimeError"):
+        output_bounds(nn.Sequential(nn.Flatten(), nn.Linear(10, 2)), images(1), Brightness(0.1), "CROWN")
+
+
 def test_an_uncopyable_model_is_an_unsupported_model_error():
     class Locked(nn.Module):
         def __init__(self) -> None:

@@ -172,12 +172,7 @@ def layer_bounds(
     refuse_known_unsound(snap, method)
     x = x.to(device=device, dtype=dtype or x.dtype)
     with _default_dtype(x.dtype):
-        with torch.no_grad():
-            n_out = snap(x[:1]).flatten(1).shape[1]
-        C = _check_spec(C, x.shape[0], n_out)
-        if C is not None:
-            C = C.to(device=device, dtype=x.dtype)
-        problem = _problem(snap, x, perturbation, C, max_pieces, fuse)
+        problem = _problem(snap, x, perturbation, C, max_pieces, fuse, method)
         raw = compute(problem, method, alpha_iterations)
     b, n_p = problem.n_images, problem.n_pieces
     lo = raw.lower.reshape(b, n_p, -1).amin(1)
@@ -193,12 +188,26 @@ def layer_bounds(
     return LayerBounds(Interval(lo, hi), pre, method, problem.fused, n_p, raw.strategy)
 
 
-def _problem(snap, x, perturbation, C, max_pieces, fuse) -> BoundProblem:
-    fam = perturbation.family(x)
-    if fam.n_params == 0:
-        lo, hi = perturbation.input_box(x)
-        return noise_problem(snap, x, lo, hi, C)
-    return family_problem(snap, x, perturbation, C, max_pieces, fuse)
+def _problem(snap, x, perturbation, C, max_pieces, fuse, method) -> BoundProblem:
+    """The bounding problem; a model that cannot even run on ``x`` is an UnsupportedModelError too."""
+    try:
+        with torch.no_grad():
+            n_out = snap(x[:1]).flatten(1).shape[1]
+        C = _check_spec(C, x.shape[0], n_out)
+        if C is not None:
+            C = C.to(device=x.device, dtype=x.dtype)
+        fam = perturbation.family(x)
+        if fam.n_params == 0:
+            lo, hi = perturbation.input_box(x)
+            return noise_problem(snap, x, lo, hi, C)
+        return family_problem(snap, x, perturbation, C, max_pieces, fuse)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"cannot prepare {method} bounds: the model fails on x of shape {tuple(x.shape)} "
+            f"({type(exc).__name__}: {str(exc)[:160]})"
+        ) from exc
 
 
 def output_bounds(
