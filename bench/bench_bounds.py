@@ -110,7 +110,9 @@ def cache_cost(args) -> int:
     cases = tiny_nets()
     if not args.quick:
         model, src = load_model()
-        cases[src] = (model, load_images(args.images)[0])
+        print(f"box detector: {src}")
+        label = "MnistBoxCNN (random weights)" if "RANDOM" in src else "MnistBoxCNN (trained)"
+        cases[label] = (model, load_images(args.images)[0])
     perts = {"white noise": WhiteNoise(args.eps), "brightness": Brightness(args.eps)}
     print(
         f"cost of no cache: today's output_bounds vs the cached one of {args.legacy_ref} (steady state: "
