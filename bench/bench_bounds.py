@@ -94,6 +94,90 @@ def tiny_nets() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     return {"tiny CNN (12x12, maxpool)": (conv, x), "sigmoid MLP (12x12)": (mlp, x)}
 
 
+def grid_nets() -> dict[str, nn.Sequential]:
+    """Small 12x12 architectures of the crash grid (random weights)."""
+    c, r, mp, fl, lin, sig = nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.Sigmoid
+    return {
+        "conv-maxpool-conv": lambda: nn.Sequential(
+            c(1, 4, 3, padding=1), r(), mp(2), c(4, 4, 3), r(), fl(), lin(64, 16), r(), lin(16, 4)
+        ),
+        "conv-sigmoid x2": lambda: nn.Sequential(c(1, 2, 3), sig(), c(2, 2, 3), sig(), fl(), lin(128, 3)),
+        "conv-sigmoid-maxpool": lambda: nn.Sequential(c(1, 2, 3, padding=1), sig(), mp(2), fl(), lin(72, 3)),
+        "2x conv-maxpool": lambda: nn.Sequential(
+            c(1, 2, 3, padding=1), r(), mp(2), c(2, 2, 3, padding=1), r(), mp(2), fl(), lin(18, 3)
+        ),
+        "box-like": lambda: nn.Sequential(
+            c(1, 4, 3, padding=1),
+            r(),
+            mp(2),
+            c(4, 4, 3, padding=1),
+            r(),
+            mp(2),
+            fl(),
+            lin(36, 8),
+            r(),
+            lin(8, 4),
+        ),
+        "maxpool first": lambda: nn.Sequential(c(1, 2, 3, padding=1), mp(2), r(), fl(), lin(72, 3)),
+        "strided": lambda: nn.Sequential(c(1, 3, 3, stride=2), r(), mp(2), c(3, 2, 2), r(), fl(), lin(2, 3)),
+        "sigmoid-conv-maxpool": lambda: nn.Sequential(
+            c(1, 2, 3, padding=1), sig(), mp(2), c(2, 2, 3), sig(), fl(), lin(32, 3)
+        ),
+        "tanh-conv": lambda: nn.Sequential(c(1, 2, 3), nn.Tanh(), c(2, 2, 3), r(), fl(), lin(128, 3)),
+        "sigmoid MLP": lambda: nn.Sequential(c(1, 2, 3), sig(), fl(), lin(200, 8), sig(), lin(8, 3)),
+    }
+
+
+def grid_case(make, pert, method: str, b: int) -> tuple[str, str]:
+    """``(outcome, detail)`` of one grid case: ok / UNSOUND (with the strategy), UnsupportedModelError or
+    raw <exception> (with the message)."""
+    from geo_rs import UnsupportedModelError, layer_bounds
+
+    torch.manual_seed(0)
+    net = make().eval()
+    x = torch.rand(b, 1, 12, 12, generator=torch.Generator().manual_seed(b))
+    x[:, :, :3], x[:, :, -1] = 0.0, 1.0
+    try:
+        res = layer_bounds(net, x, pert, method, alpha_iterations=2)
+    except UnsupportedModelError as exc:
+        return "UnsupportedModelError", str(exc)[:160]
+    except Exception as exc:  # what issue 9 is about: must not happen
+        return f"raw {type(exc).__name__}", str(exc)[:160]
+    with torch.no_grad():
+        ys = net(pert.sample(x, 300, generator=torch.Generator().manual_seed(0)).flatten(0, 1)).reshape(
+            300, b, -1
+        )
+    ok = bool(((ys >= res.output.lower - 1e-5) & (ys <= res.output.upper + 1e-5)).all())
+    return ("ok" if ok else "UNSOUND"), res.strategy
+
+
+def crash_grid(args) -> int:
+    from collections import Counter
+
+    perts = {
+        "noise": WhiteNoise(0.02),
+        "brightness": Brightness(0.05),
+        "contrast": Contrast(0.1),
+        "all": Contrast(0.05) + Brightness(0.02) + WhiteNoise(0.005),
+    }
+    counts, strategies = Counter(), Counter()
+    print(f"crash grid: threads={args.threads}, load {os.getloadavg()[0]:.1f}")
+    for name, make in grid_nets().items():
+        for pname, pert in perts.items():
+            for method in ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN"]:
+                for b in [1, 3, 20]:
+                    outcome, detail = grid_case(make, pert, method, b)
+                    counts[outcome] += 1
+                    if outcome in ("ok", "UNSOUND"):
+                        strategies[detail] += 1
+                    if outcome != "ok":
+                        print(f"  {name}, {pname}, {method}, batch {b}: {outcome}: {detail}")
+        print(f"  {name}: {dict(counts)}", flush=True)
+    print(f"outcomes: {dict(counts)}")
+    print(f"strategies used: {dict(strategies)}")
+    return 0 if set(counts) <= {"ok", "UnsupportedModelError"} else 1
+
+
 def timed(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -171,8 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=5, help="timed calls per case for --cache-cost (default 5)"
     )
     ap.add_argument("--quick", action="store_true", help="--cache-cost on the tiny nets only")
+    ap.add_argument("--crash-grid", action="store_true", help="issue 9's coverage grid (see above)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.crash_grid:
+        return crash_grid(args)
     if args.cache_cost:
         args.out = args.out or "runs/bench/bounds_cache.json"
         return cache_cost(args)
