@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from .errors import UserError
 from .interrupt import Interrupted, exit_code, install_sigterm_handler
 
-CORE_COMMANDS = ("sdf",)  # modules of geo_rs.commands, each with register(subparsers)
+CORE_COMMANDS = ("sdf", "smooth")  # modules of geo_rs.commands, each with register(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
