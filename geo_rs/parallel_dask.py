@@ -126,6 +126,10 @@ class DaskEngine:
         if self.executor is not None:
             self.executor.shutdown(wait=False)  # cancels every queued and running task
         if self.cluster is not None:  # ours: stop its workers now, not after their units end
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)  # no tracebacks of the kill
+            for nanny in list(self.cluster.workers.values()):
+                if hasattr(nanny, "close_gracefully"):  # a killed worker must stay dead, not restart
+                    nanny.close_gracefully(reason="geo-rs: interrupted")
             _kill_new_children(self._children_before)
         self._disconnect(timeout=2)
 
