@@ -102,7 +102,8 @@ def test_smoothing_is_bit_identical_in_process_local_pool_and_dask(npz, tmp_path
         assert (row["predict"], row["count"], row["pa_lower"]) == (
             int(cert.prediction[0]), int(cert.count[0]), float(cert.pa_lower[0]))
     # another partitioning of the inputs (a subset, another order) gives the same rows
-    sub, _, _ = run_smoothing(data, [6, 2], {1.0: src}, SETTINGS, ExecOptions(workers=2), out=tmp_path / "sub")
+    sub, _, _ = run_smoothing(data, [6, 2], {1.0: src}, SETTINGS, ExecOptions(workers=2),
+                              out=tmp_path / "sub")
     assert _strip_time(sub)[1.0] == [runs["serial"][1.0][6], runs["serial"][1.0][2]]
 
 
@@ -182,7 +183,8 @@ def test_store_resumes_refuses_other_jobs_and_overwrites(tmp_path):
     assert (third.computed, third.resumed) == (1, 3)
     assert third.results["u1"]["draw"] == first.results["u1"]["draw"]
     fresh = run_units(task, units[:2], store=ResultStore(tmp_path, "job-b", {"n": 200}, overwrite=True))
-    assert fresh.computed == 2 and sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["u0.json", "u1.json"]
+    assert fresh.computed == 2
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["u0.json", "u1.json"]
 
 
 # ------------------------------------------------------------------------------------ signals
@@ -209,9 +211,10 @@ def slow_model():
 
 
 def _cli(npz: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "geo_rs.cli", "smooth", "certify", "--model-factory", "slowmodels:slow_model",
-            "--data", str(npz), "--sigma", "0.5", "1.0", "--n0", "20", "--n", "300", "--batch-size", "64",
-            "--alpha", "0.01", "--seed", "5", "--out", str(out), "--quiet", *extra]
+    return [sys.executable, "-m", "geo_rs.cli", "smooth", "certify",
+            "--model-factory", "slowmodels:slow_model", "--data", str(npz), "--sigma", "0.5", "1.0",
+            "--n0", "20", "--n", "300", "--batch-size", "64", "--alpha", "0.01", "--seed", "5",
+            "--out", str(out), "--quiet", *extra]
 
 
 def _env() -> dict:
@@ -221,7 +224,8 @@ def _env() -> dict:
 
 
 def _start_and_wait_for_parts(cmd: list[str], cwd: Path, parts: Path, n: int = 2) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if parts.is_dir() and len(list(parts.glob("*.json"))) >= n:
