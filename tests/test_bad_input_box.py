@@ -49,11 +49,7 @@ def root(tmp_path_factory):
     (badbox / "annotations.json").write_text(json.dumps(
         {"images": [{"id": 0, "file_name": "a.npy"}],
          "annotations": [{"image_id": 0, "bbox": ["x", 1, 2, 3]}]}))
-    notjson = r / "notjson"
-    notjson.mkdir()
-    (notjson / "annotations.json").write_text("{ images: [")
     (r / "images.yaml").write_text("verify:\n  images: many\n")
-    (r / "lr.yaml").write_text("train:\n  lr: fast\n")
     (r / "brokenrun").mkdir()
     (r / "brokenrun" / "results.json").write_text('{"config": ')
     (r / "emptyrun").mkdir()
@@ -81,18 +77,12 @@ CASES = [
                                             r / "coco", *FAST], ["000000.png", "not a readable image"]),
     ("bbox_not_numbers", lambda r: ["box", "verify", "--model-factory", "dets:detector", "--data",
                                     r / "badbox", *FAST], ["annotations.json", "bbox", "'x'"]),
-    ("annotations_not_json", lambda r: ["box", "verify", "--model-factory", "dets:detector", "--data",
-                                        r / "notjson", *FAST], ["annotations.json", "not valid JSON"]),
     ("data_folder_missing", lambda r: ["box", "verify", "--model-factory", "dets:detector", "--data",
                                        r / "nowhere", *FAST], ["--data", "nowhere"]),
     ("config_value_of_wrong_type", lambda r: ["box", "verify", "--config", r / "images.yaml"],
      ["images.yaml", "verify.images", "many"]),
-    ("train_config_value", lambda r: ["box", "train", "--config", r / "lr.yaml", "--quiet"],
-     ["lr.yaml", "train.lr", "fast"]),
     ("threshold_above_one", lambda r: ["box", "verify", "--threshold", "1.5", *FAST], ["--threshold", "1.5"]),
-    ("zero_workers", lambda r: ["box", "verify", *FAST, "--workers", "0"], ["--workers", "0"]),
     ("zero_epochs", lambda r: ["box", "train", "--epochs", "0", "--quiet"], ["--epochs", "0"]),
-    ("eps_grid_unreadable", lambda r: ["box", "verify", *FAST[:4], "--eps", "0:1:x"], ["--eps", "0:1:x"]),
     ("export_negative_seed", lambda r: ["box", "export-mnist", "--seed", "-1", "--out", r / "x"],
      ["--seed", "-1"]),
     ("report_without_results", lambda r: ["box", "report", r / "emptyrun"], ["emptyrun", "results.json"]),
