@@ -59,6 +59,13 @@ class LabelledInputs:
     def label(self, i: int) -> int:
         return int(self.labels[i])
 
+    def inputs(self, indices: list[int] | None = None) -> np.ndarray:
+        """Inputs ``indices`` (default: all) stacked as float32 (k, ...); they must share a shape."""
+        chosen = range(len(self)) if indices is None else indices
+        if self._arrays is not None and indices is None:
+            return _as_float(np.asarray(self._arrays), self.source)
+        return np.stack([self.input(i) for i in chosen]) if len(chosen) else np.zeros((0,), np.float32)
+
     def input(self, i: int) -> np.ndarray:
         """Input i as a float32 array (C, H, W) (or the .npz's per-item shape)."""
         if self._arrays is not None:
