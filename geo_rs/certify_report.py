@@ -123,7 +123,8 @@ def plot_certified_accuracy(path: str | Path, runs: dict[float, list[dict]], tit
 
     from .atomic import atomic_write
 
-    grid = _grid(runs, 0.001)
+    largest = max((r["radius"] for rows in runs.values() for r in rows), default=0.0)
+    grid = np.linspace(0.0, 1.08 * largest + 0.05, 2000)  # past the largest radius: the last drop shows
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for sigma in sorted(runs):
         ax.plot(grid, certified_accuracy(runs[sigma], grid), drawstyle="steps-post", lw=1.8,
@@ -131,7 +132,7 @@ def plot_certified_accuracy(path: str | Path, runs: dict[float, list[dict]], tit
     ax.set_xlabel("L2 radius (input units)")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_xlim(0, max(grid[-1], 0.1))
+    ax.set_xlim(0, grid[-1])
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or "Certified accuracy of the smoothed classifier", fontsize=10)

@@ -65,6 +65,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -265,7 +266,7 @@ def _dead_worker_error(exc: BaseException, done: int, total: int, store: ResultS
 
 
 def _is_dead_worker(exc: BaseException) -> bool:
-    if isinstance(exc, cf.process.BrokenProcessPool):
+    if isinstance(exc, BrokenProcessPool):
         return True
     return type(exc).__name__ == "KilledWorker"  # distributed.scheduler.KilledWorker, imported lazily
 

@@ -243,17 +243,17 @@ def parse_index(spec: str | None, n: int) -> list[int]:
         return list(range(n))
     text = str(spec).strip()
     try:
-        if ":" in text:
-            parts = [int(p) if p.strip() else None for p in text.split(":")]
-            if len(parts) > 3:
-                raise ValueError
-            if len(parts) == 3 and parts[2] is not None and parts[2] <= 0:
-                raise UserError(f"--index {text}: the step must be > 0")
-            indices = list(range(n))[slice(*parts)]
-        else:
-            indices = [int(p) for p in text.split(",") if p.strip()]
+        parts = [int(p) if p.strip() else None for p in text.split(":" if ":" in text else ",")]
     except ValueError:
         raise UserError(f"--index: cannot read {text!r}; give start:stop[:step] or i,j,k") from None
+    if ":" in text:
+        if len(parts) > 3:
+            raise UserError(f"--index: cannot read {text!r}; give start:stop[:step] or i,j,k")
+        if len(parts) == 3 and parts[2] is not None and parts[2] <= 0:
+            raise UserError(f"--index {text}: the step must be > 0")
+        indices = list(range(n))[slice(*parts)]
+    else:
+        indices = [p for p in parts if p is not None]
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
         raise UserError(f"--index: {bad[0]} is out of range for a dataset of {n} inputs")

@@ -121,13 +121,16 @@ def _check_args(args: argparse.Namespace) -> dict:
     return {"sigmas": sigmas, "n0": n0 or 0, "n": n}
 
 
-def _check_device(device: str) -> str:
+def _check_device(device: str, remote: bool) -> str:
+    """``cpu``/``cuda``/``cuda:K``; CUDA must exist here unless the units run on a remote cluster."""
     import torch
 
     dev = str(device).strip().lower()
     if dev == "cpu":
         return dev
     if dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit()):
+        if remote:
+            return dev
         if not torch.cuda.is_available():
             raise UserError(f"--device {device}: CUDA is not available on this machine")
         k = int(dev[5:]) if ":" in dev else 0
@@ -164,18 +167,19 @@ def _sources(args: argparse.Namespace, sigmas: list[float]) -> dict:
 
 # ------------------------------------------------------------------------------------ command
 def run(args: argparse.Namespace) -> int:
-    from ..parallel import ExecOptions
+    from ..parallel import ExecOptions, resolve_cluster
     from ..smooth_data import load_dataset, parse_index
     from ..smooth_run import SmoothSettings, run_smoothing
 
     checked = _check_args(args)
-    device = _check_device(args.device)
+    cluster = resolve_cluster(args.cluster)
+    device = _check_device(args.device, remote=cluster not in (None, "local"))
     sources = _sources(args, checked["sigmas"])
     data = load_dataset(args.data, args.labels)
     indices = parse_index(args.index, len(data))
     settings = SmoothSettings(args.mode, checked["n0"], checked["n"], float(args.alpha), args.batch_size,
                               int(args.seed), device)
-    options = ExecOptions(workers=args.workers, cluster=args.cluster, device=device,
+    options = ExecOptions(workers=args.workers, cluster=cluster, device=device,
                           progress=False if args.quiet else None, desc=f"smooth {args.mode}")
     print(f"geo-rs smooth {args.mode}: {len(indices)} input(s) of {data.source} × σ "
           f"{', '.join(f'{s:g}' for s in checked['sigmas'])} → {args.out}", file=sys.stderr)
