@@ -58,7 +58,14 @@ def build_state(setup: Callable | None, setup_args: tuple) -> Any:
 
 
 def one_thread() -> None:
+    """One torch thread in this worker, and a thread-only lock for tqdm: its default multiprocessing
+    lock is a named semaphore that a terminated worker would leak (the resource tracker then warns)."""
+    import threading
+
     import torch
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
     torch.set_num_threads(1)
     try:
