@@ -156,6 +156,11 @@ def test_a_killed_dask_worker_is_one_user_error(dask_cluster):
         run_units(Task(exit_worker), units, ExecOptions(workers=2, cluster=dask_cluster))
 
 
+def test_cuda_units_need_workers_offering_a_gpu(dask_cluster):
+    with pytest.raises(UserError, match="offers the resource GPU.*--resources GPU=1"):
+        run_units(Task(refuse), [Unit("a")], ExecOptions(workers=1, cluster=dask_cluster, device="cuda"))
+
+
 def test_a_units_user_error_names_the_unit():
     with pytest.raises(UserError, match="unit u0: this input is bad"):
         run_units(Task(refuse), [Unit("u0")], ExecOptions(workers=1))
