@@ -351,6 +351,11 @@ def _drive(engine, todo: list[Unit], options: ExecOptions, store: ResultStore | 
                     if on_result is not None:
                         on_result(unit, result, secs)
         except BaseException as exc:
+            if _is_dead_worker(exc):
+                try:  # SIGTERM sent to the whole process group kills the workers and us alike:
+                    time.sleep(0.3)  # let ours arrive, so that it is reported as the signal it is
+                except KeyboardInterrupt as signalled:
+                    exc = signalled
             with _signals_ignored():
                 bar.close()
                 engine.abort()
@@ -358,7 +363,7 @@ def _drive(engine, todo: list[Unit], options: ExecOptions, store: ResultStore | 
                 where = f" ({done + resumed} finished units saved in {store.parts}; rerun to resume)" \
                     if store is not None else ""
                 print(f"stopped after {done} of {len(todo)} units{where}", file=sys.stderr)
-                raise
+                raise exc from None
             if _is_dead_worker(exc):
                 raise _dead_worker_error(exc, done, len(todo), store) from None
             raise
