@@ -228,9 +228,10 @@ def _env() -> dict:
     return env
 
 
-def _start_and_wait_for_parts(cmd: list[str], cwd: Path, parts: Path, n: int = 2) -> subprocess.Popen:
+def _start_and_wait_for_parts(cmd: list[str], cwd: Path, parts: Path, n: int = 2,
+                              new_session: bool = False) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=new_session)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if parts.is_dir() and len(list(parts.glob("*.json"))) >= n:
@@ -312,13 +313,14 @@ def test_a_killed_run_leaves_no_worker_and_resumes_to_the_same_results(workdir, 
 
 
 @pytest.mark.slow
-def test_sigterm_on_a_local_dask_cluster_leaves_no_process(workdir, npz):
+def test_sigterm_to_the_process_group_on_a_local_dask_cluster_leaves_no_process(workdir, npz):
+    """As `timeout` or Slurm do it: every process of the group gets SIGTERM, workers included."""
     out = workdir / "dask"
     proc = _start_and_wait_for_parts(_cli(npz, out, "--workers", "2", "--cluster", "local"), workdir,
-                                     out / "parts")
+                                     out / "parts", new_session=True)
     children = _descendants(proc.pid)
     assert len(children) >= 2
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "leaked" not in err
