@@ -33,7 +33,7 @@ DEFAULT_CONFIG = "configs/smooth_mnist.yaml"
 class TrainSettings(Schema):
     sigmas: list[float] = setting([0.25, 0.5], "noise levels; one classifier each", "input units",
                                   min_length=1)
-    steps: int = setting(1500, "optimisation steps per classifier", "steps", ge=1)
+    steps: int = setting(1000, "optimisation steps per classifier", "steps", ge=1)
     batch_size: int = setting(64, "digits per step", "digits", ge=1)
     lr: float = setting(2e-3, "Adam learning rate (cosine decay to 0)", gt=0)
     seed: int = setting(0, "seed of initialisation, batches and noise", ge=0)
