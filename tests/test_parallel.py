@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from smoothing_fixtures import FACTORY, X, Y, tiny_model
 
 from geo_rs import Smooth, UserError
 from geo_rs.parallel import ExecOptions, ResultStore, Task, Unit, fingerprint, run_units, unit_seed
@@ -29,19 +29,7 @@ from geo_rs.smooth_run import SmoothSettings, run_smoothing, unit_id
 pytestmark = pytest.mark.usefixtures("one_thread")
 psutil = pytest.importorskip("psutil")
 
-X = np.array([[0.1, 0.0], [0.0, 0.05], [0.3, 0.3], [1.5, 0.0], [0.0, 1.2], [-0.6, -0.6], [0.02, -0.01],
-              [0.8, 0.1]], dtype=np.float32)
-Y = np.array([0, 1, 2, 0, 1, 2, 0, 0], dtype=np.int64)
 SETTINGS = SmoothSettings("certify", n0=20, n=300, alpha=0.01, batch_size=64, seed=5)
-
-
-def tiny_model() -> nn.Module:
-    """Factory used by the workers (``test_parallel:tiny_model``): three half-planes through 0."""
-    model = nn.Linear(2, 3)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
-        model.bias.zero_()
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +66,7 @@ def test_unit_seeds_depend_on_base_seed_and_id_only():
 
 def test_smoothing_is_bit_identical_in_process_local_pool_and_dask(npz, tmp_path, dask_cluster):
     data = load_dataset(npz)
-    src = model_source(factory="test_parallel:tiny_model")
+    src = model_source(factory=FACTORY)
     sources = {0.5: src, 1.0: src}
     indices = list(range(len(Y)))
     runs, engines = {}, {}
@@ -196,7 +184,6 @@ def test_store_resumes_refuses_other_jobs_and_overwrites(tmp_path):
 SLOW_MODEL = '''
 import time
 import torch
-from torch import nn
 
 class Slow(nn.Module):
     def __init__(self):
@@ -289,7 +276,7 @@ def test_sigterm_stops_the_pool_leaves_no_process_and_the_rerun_resumes(workdir,
 def _assert_same_as_one_uninterrupted_run(out: Path, npz: Path, straight_out: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     rows = {float(s): v["rows"] for s, v in results["sigmas"].items()}
-    src = model_source(factory="test_parallel:tiny_model")  # the slow model's weights, without the sleep
+    src = model_source(factory=FACTORY)  # the slow model's weights, without the sleep
     straight, _, _ = run_smoothing(load_dataset(npz), list(range(len(Y))), {0.5: src, 1.0: src}, SETTINGS,
                                    ExecOptions(workers=1), out=straight_out)
     assert _strip_time(rows) == _strip_time(straight)

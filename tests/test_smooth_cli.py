@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from smoothing_fixtures import FACTORY, X, Y
 from torch import nn
 
 from geo_rs.certify_report import certified_accuracy, summary_radii, summary_rows
@@ -16,19 +17,6 @@ from geo_rs.cli import main
 from geo_rs.smooth_data import load_dataset, parse_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-X = np.array([[0.1, 0.0], [0.0, 0.05], [0.3, 0.3], [1.5, 0.0], [0.0, 1.2], [-0.6, -0.6]], dtype=np.float32)
-Y = np.array([0, 1, 2, 0, 1, 2], dtype=np.int64)
-
-
-def tiny_model() -> nn.Module:
-    """``test_smooth_cli:tiny_model``: three half-planes through the origin."""
-    model = nn.Linear(2, 3)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
-        model.bias.zero_()
-    return model
-
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
@@ -42,12 +30,12 @@ COMMON = ["--n0", "20", "--n", "400", "--alpha", "0.01", "--batch-size", "128", 
 
 def test_certify_writes_the_reference_tsv_curves_and_summary(npz, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["smooth", "certify", "--model-factory", "test_smooth_cli:tiny_model", "--data", str(npz),
+    rc = main(["smooth", "certify", "--model-factory", FACTORY, "--data", str(npz),
                "--sigma", "0.25", "0.5", *COMMON, "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| σ | inputs | cert. acc. r=0 |" in printed and "6 input(s) computed" not in printed
-    assert "12 input(s) computed, 0 resumed" in printed
+    assert "| σ | inputs | cert. acc. r=0 |" in printed
+    assert "16 input(s) computed, 0 resumed" in printed
     results = json.loads((out / "results.json").read_text())
     for sigma in ("0.25", "0.5"):
         lines = (out / f"sigma_{sigma}" / "certify.tsv").read_text().splitlines()
@@ -72,9 +60,9 @@ def test_certify_writes_the_reference_tsv_curves_and_summary(npz, tmp_path, caps
     assert (out / "certified_accuracy.png").stat().st_size > 10_000
     assert "cert. acc. r=0.25" in (out / "summary.md").read_text()
     # a second run resumes everything and writes the same table
-    assert main(["smooth", "certify", "--model-factory", "test_smooth_cli:tiny_model", "--data", str(npz),
+    assert main(["smooth", "certify", "--model-factory", FACTORY, "--data", str(npz),
                  "--sigma", "0.25", "0.5", *COMMON, "--out", str(out)]) == 0
-    assert "0 input(s) computed, 12 resumed" in capsys.readouterr().out
+    assert "0 input(s) computed, 16 resumed" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["sigmas"]["0.5"]["rows"] == results["sigmas"]["0.5"]["rows"]
 
