@@ -112,3 +112,26 @@ def test_certified_accuracy_matches_the_obvious_count():
     assert summary_radii({0.5: rows})[-1] >= max(r["radius"] for r in rows)
     summary = summary_rows({0.5: rows})[0]
     assert summary["abstain"] == pytest.approx(np.mean([r["predict"] == -1 for r in rows]))
+
+
+def test_every_smooth_option_has_help_with_a_default_and_no_heavy_import():
+    import argparse
+    import subprocess
+    import sys
+
+    from geo_rs.commands.smooth import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    smooth = parser._subparsers._group_actions[0].choices["smooth"]
+    for name, sub in smooth._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = sub._get_formatter()._expand_help(action) if action.help else ""
+            assert "default" in text or "required" in text, (name, action.dest, text)
+    code = ("import argparse, sys; from geo_rs.commands.smooth import register; "
+            "p = argparse.ArgumentParser(); register(p.add_subparsers()); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
