@@ -184,6 +184,7 @@ def test_store_resumes_refuses_other_jobs_and_overwrites(tmp_path):
 SLOW_MODEL = '''
 import time
 import torch
+from torch import nn
 
 class Slow(nn.Module):
     def __init__(self):
