@@ -8,13 +8,16 @@ Two ratios, each against a baseline measured in the same run:
 2. Dask ``LocalCluster`` (2 process workers) vs the local pool (2 workers) on units of ≥ 1 s (n chosen
    so): overhead = time ratio − 1 (target ≤ 10 %).
 
-Each figure is given twice: **wall** (everything, worker start-up included) and **steady**
-(throughput between the moment every worker has finished its first unit and the last unit; start-up
-excluded), since start-up (spawning, importing torch) is a fixed cost that long runs amortise.
+Each comparison runs its two sides in A B B A order (``--repeats`` pairs) and averages, so load
+drift hits both alike. Each figure is given twice: **wall** (everything, worker start-up included)
+and **steady** (throughput between the moment every worker has finished its first unit and the
+last unit; start-up excluded), since start-up (spawning, importing torch) is a fixed cost that long
+runs amortise.
 
 Usage:
     python bench/bench_parallel.py              # full: 32 digits at n=10⁴; 16 units of ≥ 1 s
     python bench/bench_parallel.py --quick      # 8 digits at n=2,000; 8 units of ~0.5 s
+    python bench/bench_parallel.py --part 2 --repeats 3
 Prints only; writes nothing outside a temporary folder.
 """
 from __future__ import annotations
@@ -70,6 +73,22 @@ def threaded_baseline(n: int, inputs: int, threads: int, batch_size: int) -> flo
     return wall
 
 
+def _abba(run_a, run_b, repeats: int) -> tuple[dict, dict]:
+    """Run A and B as A B B A … (``repeats`` pairs) so that load drift hits both alike; mean figures."""
+    a_runs, b_runs = [], []
+    for k in range(repeats):
+        first, second = (run_a, run_b) if k % 2 == 0 else (run_b, run_a)
+        r1, r2 = first(k), second(k)
+        a_runs.append(r1 if first is run_a else r2)
+        b_runs.append(r2 if first is run_a else r1)
+
+    def mean(runs: list[dict]) -> dict:
+        return {k: (sum(r[k] for r in runs) / len(runs) if isinstance(runs[0][k], float) else runs[0][k])
+                for k in runs[0]}
+
+    return mean(a_runs), mean(b_runs)
+
+
 def _line(name: str, r: dict, inputs: int) -> str:
     return (f"  {name:<28s} wall {r['wall']:7.2f} s ({inputs / r['wall']:6.2f} inputs/s)   steady "
             f"{r['steady']:6.2f} inputs/s   {r['unit_s']:.3f} s per unit in the worker")
@@ -82,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads of the one-process alternative in part 1 (default: %(default)s)")
     ap.add_argument("--part", type=int, choices=(0, 1, 2), default=0,
                     help="run only part 1 or 2 (default: 0, both)")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="pairs of runs per comparison, in A B B A order (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=1000,
                     help="forward batch (samples; default %(default)s)")
     args = ap.parse_args(argv)
@@ -93,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in (0, 1):
             print(f"1) certify {inputs1} MNIST digits at n={n1:,} (mnist_cnn, batch {args.batch_size})",
                   flush=True)
-            one = timed_run(n1, inputs1, ExecOptions(workers=1), tmp / "w1", args.batch_size)
+            one, two = _abba(lambda k: timed_run(n1, inputs1, ExecOptions(workers=1), tmp / f"w1_{k}",
+                                                 args.batch_size),
+                             lambda k: timed_run(n1, inputs1, ExecOptions(workers=2), tmp / f"w2_{k}",
+                                                 args.batch_size), args.repeats)
             print(_line("1 worker (this process)", one, inputs1), flush=True)
-            two = timed_run(n1, inputs1, ExecOptions(workers=2), tmp / "w2", args.batch_size)
             print(_line("2 workers (local pool)", two, inputs1), flush=True)
             t_thr = threaded_baseline(n1, inputs1, args.threads, args.batch_size)
             print(f"  1 process, {args.threads} torch threads  wall {t_thr:7.2f} s "
@@ -106,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in (0, 2):
             print(f"2) {inputs2} units of n={n2:,}: Dask LocalCluster (2 workers) vs local pool (2 workers)",
                   flush=True)
-            pool = timed_run(n2, inputs2, ExecOptions(workers=2), tmp / "pool", args.batch_size)
+            pool, dask = _abba(
+                lambda k: timed_run(n2, inputs2, ExecOptions(workers=2), tmp / f"pool_{k}", args.batch_size),
+                lambda k: timed_run(n2, inputs2, ExecOptions(workers=2, cluster="local"), tmp / f"dask_{k}",
+                                    args.batch_size), args.repeats)
             print(_line("local pool, 2 workers", pool, inputs2), flush=True)
-            dask = timed_run(n2, inputs2, ExecOptions(workers=2, cluster="local"), tmp / "dask",
-                             args.batch_size)
             print(_line("Dask LocalCluster, 2 workers", dask, inputs2), flush=True)
             print(f"  RATIO Dask / pool time: wall {dask['wall'] / pool['wall']:.3f}, steady "
-                  f"{pool['steady'] / dask['steady']:.3f} (overhead target <= 1.10; units of "
+                  f"{pool['steady'] / dask['steady']:.3f}, compute per unit "
+                  f"{dask['unit_s'] / pool['unit_s']:.3f} (overhead target <= 1.10; units of "
                   f"{pool['unit_s']:.2f} s)", flush=True)
     print(f"loadavg at the end {os.getloadavg()}")
     return 0
