@@ -43,14 +43,24 @@ def timed_run(n: int, inputs: int, options: ExecOptions, out: Path, batch_size: 
     src = model_source(factory="geo_rs.smooth_models:mnist_cnn")
     settings = SmoothSettings("certify", n0=100, n=n, alpha=0.001, batch_size=batch_size, seed=0)
     stamps: list[float] = []
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     _, run, _ = run_smoothing(data, list(range(inputs)), {0.25: src}, settings, options, out=out,
                               on_result=lambda unit, result, secs: stamps.append(time.perf_counter()))
     wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     k = min(run.workers, len(stamps) - 1)
     steady = (len(stamps) - 1 - (k - 1)) / (stamps[-1] - stamps[k - 1]) if len(stamps) > k else float("nan")
     unit_s = sum(run.seconds.values()) / len(run.seconds)
-    return {"wall": wall, "steady": steady, "unit_s": unit_s, "engine": run.engine, "workers": run.workers}
+    return {"wall": wall, "steady": steady, "unit_s": unit_s, "cpu_per_unit": cpu / inputs,
+            "engine": run.engine, "workers": run.workers}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (pool and LocalCluster workers): a figure
+    that load from other users' jobs barely changes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def threaded_baseline(n: int, inputs: int, threads: int, batch_size: int) -> float:
@@ -91,7 +101,8 @@ def _abba(run_a, run_b, repeats: int) -> tuple[dict, dict]:
 
 def _line(name: str, r: dict, inputs: int) -> str:
     return (f"  {name:<28s} wall {r['wall']:7.2f} s ({inputs / r['wall']:6.2f} inputs/s)   steady "
-            f"{r['steady']:6.2f} inputs/s   {r['unit_s']:.3f} s per unit in the worker")
+            f"{r['steady']:6.2f} inputs/s   {r['unit_s']:.3f} s per unit in the worker   "
+            f"{r['cpu_per_unit']:.3f} CPU s per unit (all processes, start-up included)")
 
 
 def main(argv: list[str] | None = None) -> int:
