@@ -49,7 +49,9 @@ class ResultStore:
             try:
                 stored = json.loads(job_file.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise UserError(f"{job_file}: unreadable; use --overwrite to start afresh") from None
+                stored = None
+            if not isinstance(stored, dict):
+                raise UserError(f"{job_file}: unreadable; use --overwrite to start afresh")
             if stored.get("fingerprint") != job:
                 raise UserError(f"{self.out} holds results of another job ({self._diff(stored)}); "
                                 "use --overwrite to replace them, or another --out")
