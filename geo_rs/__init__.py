@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "mesh_metrics": "mesh_scores",
     "builtin_shapes": "meshes", "load_mesh": "meshes", "mesh_sdf": "meshes", "occupancy_grid": "meshes",
     "plot_sdf_slices": "plots",
+    "ExecOptions": "parallel", "ResultStore": "parallel", "RunResult": "parallel", "Task": "parallel",
+    "Unit": "parallel", "run_units": "parallel", "unit_seed": "parallel",
 }
 for _name in (
     "ArgmaxGadget", "Brightness", "Composed", "Contrast", "ExtremumResult", "LayerBounds", "MilpResult",
