@@ -17,8 +17,8 @@ Splits (same images for every method; seeds change the initialisation and batch 
   image (COCO's convention) and occluders that hide more of the shape around a keypoint.
 
 Methods (configs in ``configs/keypoint/``): ``regression``, ``heatmap``, ``fixanchor``,
-``adaanchor_add``, ``adaanchor`` (mul, top-k, local refinement, scored on the coarse estimate: the
-collapse guard), ``adaanchor_single_anchor`` (k = 1), ``adaanchor_no_local``, ``adaanchor_refined``
+``adaanchor_add``, ``adaanchor`` (mul, top-k, local refinement, with the collapse guard: r scored on
+the coarse estimate and a 2-epoch FixAnchor warm-up), ``adaanchor_single_anchor`` (k = 1), ``adaanchor_no_local``, ``adaanchor_refined``
 (the paper's literal scoring of the refined estimate, which collapses here). ``--table guard`` trains
 the variants that chose the guard (seed 0).
 
@@ -66,14 +66,15 @@ COCO_METHODS = ["heatmap", "fixanchor", "adaanchor", "adaanchor_refined"]
 
 #: guard selection: AdaAnchor variants on the occlusion split (seed 0), config overrides of `adaanchor`
 GUARD = {
-    "previous (k=20, σ=1, R=2, refined)": {"top_k": 20, "score_sigma": 1.0, "local_radius": 2.0,
-                                           "score_from": "refined"},
-    "paper proportions, refined": {"score_from": "refined"},
-    "paper proportions, refined, 2-epoch FixAnchor warm-up": {"score_from": "refined", "warmup_epochs": 2.0},
-    "paper proportions, refined, stride 2 (32×32 map)": {"score_from": "refined", "stride": 2},
-    "paper proportions, coarse (chosen)": {"score_from": "coarse"},
-    "paper proportions, coarse, 2-epoch warm-up": {"score_from": "coarse", "warmup_epochs": 2.0},
-    "k=20, coarse": {"score_from": "coarse", "top_k": 20},
+    "previous (k=20, σ=1, R=2), refined": {"top_k": 20, "score_sigma": 1.0, "local_radius": 2.0,
+                                          "score_from": "refined", "warmup_epochs": 0.0},
+    "paper proportions, refined (paper-literal)": {"score_from": "refined", "warmup_epochs": 0.0},
+    "paper proportions, refined, 2-epoch warm-up": {"score_from": "refined", "warmup_epochs": 2.0},
+    "paper proportions, refined, stride 2 (32×32 map)": {"score_from": "refined", "warmup_epochs": 0.0,
+                                                         "stride": 2},
+    "paper proportions, coarse": {"score_from": "coarse", "warmup_epochs": 0.0},
+    "paper proportions, coarse, 2-epoch warm-up (chosen)": {"score_from": "coarse", "warmup_epochs": 2.0},
+    "k=20, coarse": {"score_from": "coarse", "top_k": 20, "warmup_epochs": 0.0},
     "FixAnchor (paper proportions)": {"selection": "fixed"},
 }
 

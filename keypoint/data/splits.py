@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,5 +57,14 @@ def load_split(data: Any, split: str, cache_root: str | Path | None = CACHE_ROOT
         return generate_dataset(n, seed, synth, progress=not quiet)
     cache = split_cache_dir(synth, n, seed, cache_root)
     if not (cache / "annotations.json").is_file():
-        save_coco(generate_dataset(n, seed, synth, progress=not quiet), cache)
+        # written beside the cache and renamed into place: concurrent runs never read half a split
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        save_coco(generate_dataset(n, seed, synth, progress=not quiet), tmp)
+        try:
+            os.rename(tmp, cache)
+        except OSError:  # another process finished first (or a stale partial folder): keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (cache / "annotations.json").is_file():
+                shutil.rmtree(cache, ignore_errors=True)
+                save_coco(generate_dataset(n, seed, synth, progress=not quiet), cache)
     return load_coco(cache / "annotations.json")

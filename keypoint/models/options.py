@@ -24,6 +24,13 @@ option                 paper                        proportion (default)        
 "map side" is the shorter side of the map; ``k = max(1, round(fraction · h · w))``. Setting the
 option itself (``top_k: 20``) overrides the proportion.
 
+Collapse guard (chosen by the guard table of ``keypoint/STUDY.md``): the regression score r is computed
+on the *coarse* estimate (cell + δ; ``score_from: coarse``) and the first ``warmup_epochs: 2`` select
+anchors as FixAnchor does. Scoring the refined estimate as eq. 12 says (``score_from: refined``) lets
+every candidate whose coarse estimate lands within the refinement radius look accurate, and the
+selection then drifts to cells the network finds easy to make confident (border cells), whatever the
+map size, k or warm-up; ``score_from: refined, warmup_epochs: 0`` is the paper's literal setting.
+
 Example::
 
     >>> opts = model_options({"type": "adaanchor", "width": 8})
@@ -106,9 +113,10 @@ class AdaAnchorOptions(ModelOptions):
                                           "side when score_sigma is unset (paper: 1 cell of 48)",
                                           "fraction", gt=0, le=1)
     score_from: Literal["refined", "coarse"] = setting(
-        "refined", "estimate scored by r: the refined one (paper, eq. 12) or the coarse cell + δ")
-    warmup_epochs: float = setting(0.0, "epochs of FixAnchor selection before the adaptive one starts",
-                                   "epochs", ge=0)
+        "coarse", "estimate scored by r: the coarse cell + δ (the collapse guard, default) or the refined "
+        "one (the paper's eq. 12, which collapses here: see keypoint/STUDY.md)")
+    warmup_epochs: float = setting(2.0, "epochs of FixAnchor selection before the adaptive one starts "
+                                   "(part of the collapse guard)", "epochs", ge=0)
     local_refinement: bool = setting(True, "local refinement module (eq. 12)")
     local_radius: float | None = setting(None, "radius of the local offset targets; unset: "
                                          "local_radius_fraction of the map's shorter side", "map cells", gt=0)
