@@ -18,7 +18,8 @@ Splits (same images for every method; seeds change the initialisation and batch 
 
 Methods (configs in ``configs/keypoint/``): ``regression``, ``heatmap``, ``fixanchor``,
 ``adaanchor_add``, ``adaanchor`` (mul, top-k, local refinement, with the collapse guard: r scored on
-the coarse estimate and a 2-epoch FixAnchor warm-up), ``adaanchor_single_anchor`` (k = 1), ``adaanchor_no_local``, ``adaanchor_refined``
+the coarse estimate and a 2-epoch FixAnchor warm-up), ``adaanchor_single_anchor`` (k = 1),
+``adaanchor_no_local``, ``adaanchor_refined``
 (the paper's literal scoring of the refined estimate, which collapses here). ``--table guard`` trains
 the variants that chose the guard (seed 0).
 
@@ -30,7 +31,7 @@ interval resampling validation *images* (2,000 resamples).
 Usage::
 
     python scripts/adaanchor_ablation.py train --split occlusion --seeds 0 1      # one heavy job
-    python scripts/adaanchor_ablation.py train --split coco_like --seeds 0 1 --only heatmap fixanchor adaanchor
+    python scripts/adaanchor_ablation.py train --split coco_like --seeds 0 1 --only heatmap adaanchor
     python scripts/adaanchor_ablation.py train --table guard
     python scripts/adaanchor_ablation.py report
 """
@@ -56,7 +57,8 @@ ROWS = [  # (group, label, config name, paper row: Vis.Error, Vis.Score, Inv.Err
     ("Fusion strategy", "Scoring (mul)", "adaanchor", (6.02, 0.925, 16.2, 0.805, 71.3)),
     ("Component analysis", "Ours w/o multiple anchors", "adaanchor_single_anchor",
      (6.34, 0.866, 17.0, 0.705, 70.2)),
-    ("Component analysis", "Ours w/o local refinement", "adaanchor_no_local", (6.47, 0.902, 16.8, 0.783, 69.0)),
+    ("Component analysis", "Ours w/o local refinement", "adaanchor_no_local",
+     (6.47, 0.902, 16.8, 0.783, 69.0)),
     ("Component analysis", "Ours", "adaanchor", (6.02, 0.925, 16.2, 0.805, 71.3)),
     ("Paper-literal scoring", "Ours, r of the refined estimate", "adaanchor_refined",
      (None, None, None, None, None)),
@@ -83,7 +85,8 @@ SPLITS = {
     "coco_like": {"label_outside": False, "occluder_size": [0.45, 0.8], "occluder_spread": 0.1},
 }
 METRICS = [("vis_error", "Vis.Error", 2), ("vis_score", "Vis.Score", 3), ("inv_error", "Inv.Error", 2),
-           ("inv_score", "Inv.Score", 3), ("occluded_error", "Occl.Err", 2), ("truncated_error", "Trunc.Err", 2)]
+           ("inv_score", "Inv.Score", 3), ("occluded_error", "Occl.Err", 2),
+           ("truncated_error", "Trunc.Err", 2)]
 
 
 def _fmt(v, digits: int) -> str:
@@ -93,8 +96,8 @@ def _fmt(v, digits: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------- training
-def run_config(method: str, split: str, seed: int, out: Path, epochs: int | None, overrides: dict | None = None,
-               run_name: str | None = None):
+def run_config(method: str, split: str, seed: int, out: Path, epochs: int | None,
+               overrides: dict | None = None, run_name: str | None = None):
     from keypoint.config import load_keypoint_config, validate_keypoint_config
 
     cfg = load_keypoint_config(ROOT / "configs" / "keypoint" / f"{method}.yaml").to_dict()
@@ -133,7 +136,8 @@ def train_one(cfg, quiet: bool) -> dict:
                         image=cp.sample_index, category=cp.category_id, has_scores=model.codec.has_scores)
     v = summary["val"]
     print(f"[{run}] {time.time() - t0:.0f} s, {summary['epochs_run']} epochs: vis_err {v['vis_error']:.2f} "
-          f"inv_err {v['inv_error']:.2f} vis_score {v['vis_score']:.3f} inv_score {v['inv_score']:.3f}", flush=True)
+          f"inv_err {v['inv_error']:.2f} vis_score {v['vis_score']:.3f} inv_score {v['inv_score']:.3f}",
+          flush=True)
     return summary
 
 
@@ -172,7 +176,8 @@ def _load(run: Path) -> dict | None:
 
 def _masks(p: dict) -> dict[str, np.ndarray]:
     vis, inside = p["vis"], p["inside"]
-    return {"vis": vis == 2, "inv": vis == 1, "occluded": (vis == 1) & inside, "truncated": (vis == 1) & ~inside}
+    return {"vis": vis == 2, "inv": vis == 1, "occluded": (vis == 1) & inside,
+            "truncated": (vis == 1) & ~inside}
 
 
 def _metric_arrays(p: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -225,8 +230,8 @@ def _mean_metric(runs: list[dict], key: str) -> tuple[float, list[float]]:
 
 def _diag(runs: list[dict]) -> dict:
     last = [p["diag"][-1] for p in runs if p["diag"]]
-    keys = ("infer_corr_x", "infer_corr_y", "infer_dist_vis", "infer_dist_inv", "train_corr_x", "train_corr_y",
-            "train_dist_vis", "train_dist_inv", "infer_distinct")
+    keys = [f"{kind}_{k}" for kind in ("infer", "train")
+            for k in ("corr_x", "corr_y", "dist_vis", "dist_occ", "dist_out", "distinct")]
     return {k: float(np.mean([d[k] for d in last])) for k in keys if last and k in last[0]}
 
 
@@ -247,7 +252,7 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
     lines = [head, "|" + "---|" * (3 + len(METRICS) + 1 + 4)]
     numbers: dict = {}
     shown = set()
-    for group, label, method, _ in ROWS:
+    for _, label, method, _ in ROWS:
         if method not in runs or (method, label) in shown:
             continue
         shown.add((method, label))
@@ -263,7 +268,8 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
         deltas = []
         for k, _, d in METRICS[:4]:
             c = cis.get(k)
-            deltas.append("—" if c is None else f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]")
+            deltas.append("—" if c is None
+                          else f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]")
         lines.append(f"| {label} | {len(rs)} | {'/'.join(f'{e:g}' for e in epochs)} | " + " | ".join(cells)
                      + f" | {100 * ap:.1f} | " + " | ".join(deltas) + " |")
     return "\n".join(lines), numbers
@@ -272,31 +278,35 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
 def paper_table() -> str:
     lines = ["| Method (paper, COCO, ResNet-50) | Vis.Error | Vis.Score | Inv.Error | Inv.Score | mAP |",
              "|---|---|---|---|---|---|"]
-    for _, label, method, paper in ROWS:
+    for _, label, _, paper in ROWS:
         if paper[0] is None:
             continue
         lines.append(f"| {label} | " + " | ".join(_fmt(v, d) for v, d in zip(paper, (2, 3, 1, 3, 1))) + " |")
     return "\n".join(dict.fromkeys(lines))
 
 
+def _anchor_cells(d: dict, kind: str) -> str:
+    return (f"{d[f'{kind}_corr_x']:.2f} / {d[f'{kind}_corr_y']:.2f} | {d[f'{kind}_dist_vis']:.1f} / "
+            f"{d[f'{kind}_dist_occ']:.1f} / {d[f'{kind}_dist_out']:.1f} | {d[f'{kind}_distinct']:.2f}")
+
+
+ANCHOR_HEAD = ("inference anchor corr x / y | dist. visible / occluded / outside (cells) | distinct | "
+               "training anchor corr x / y | dist. visible / occluded / outside | distinct")
+
+
 def anchor_table(runs_by_split: dict) -> str:
-    lines = ["| split | method | inference anchor corr x / y | dist. vis / inv (cells) | distinct cells | "
-             "training anchor corr x / y | dist. vis / inv (cells) |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| split | method | {ANCHOR_HEAD} |", "|---|---|" + "---|" * 6]
     for split, runs in runs_by_split.items():
         for method in runs:
             d = _diag(runs[method])
-            if not d:
-                continue
-            lines.append(f"| {split} | {method} | {d['infer_corr_x']:.2f} / {d['infer_corr_y']:.2f} | "
-                         f"{d['infer_dist_vis']:.1f} / {d['infer_dist_inv']:.1f} | {d['infer_distinct']:.2f} | "
-                         f"{d['train_corr_x']:.2f} / {d['train_corr_y']:.2f} | "
-                         f"{d['train_dist_vis']:.1f} / {d['train_dist_inv']:.1f} |")
+            if d:
+                row = f"{_anchor_cells(d, 'infer')} | {_anchor_cells(d, 'train')}"
+                lines.append(f"| {split} | {method} | {row} |")
     return "\n".join(lines)
 
 
 def guard_table(out: Path) -> tuple[str, dict]:
-    lines = ["| variant | infer. anchor corr x / y | dist. vis / inv (cells) | train. anchor corr x / y | "
-             "Vis.Error | Inv.Error | Inv.Score |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| variant | {ANCHOR_HEAD} | Vis.Error | Inv.Error | Inv.Score |", "|---|" + "---|" * 9]
     numbers = {}
     for i, label in enumerate(GUARD):
         p = _load(out / "guard" / "occlusion" / f"variant{i}" / "seed0")
@@ -304,12 +314,10 @@ def guard_table(out: Path) -> tuple[str, dict]:
             continue
         d = _diag([p])
         v = p["summary"]["val"]
-        numbers[label] = {"diag": d, "history": p["diag"], **{k: v[k] for k in ("vis_error", "inv_error",
-                                                                                "inv_score")}}
-        lines.append(f"| {label} | {d['infer_corr_x']:.2f} / {d['infer_corr_y']:.2f} | "
-                     f"{d['infer_dist_vis']:.1f} / {d['infer_dist_inv']:.1f} | "
-                     f"{d['train_corr_x']:.2f} / {d['train_corr_y']:.2f} | {v['vis_error']:.2f} | "
-                     f"{v['inv_error']:.2f} | {v['inv_score']:.3f} |")
+        numbers[label] = {"diag": d, "history": p["diag"],
+                          **{k: v[k] for k in ("vis_error", "inv_error", "inv_score")}}
+        lines.append(f"| {label} | {_anchor_cells(d, 'infer')} | {_anchor_cells(d, 'train')} | "
+                     f"{v['vis_error']:.2f} | {v['inv_error']:.2f} | {v['inv_score']:.3f} |")
     return "\n".join(lines), numbers
 
 
@@ -332,7 +340,8 @@ def cmd_report(args) -> int:
            anchor_table(by_split), ""]
     gt, gnum = guard_table(out)
     results["guard"] = gnum
-    md += ["## Guard selection (occlusion split, seed 0)", "", gt, "", "## Paper, Table 1", "", paper_table(), ""]
+    md += ["## Guard selection (occlusion split, seed 0)", "", gt, "", "## Paper, Table 1", "",
+           paper_table(), ""]
     write_text(out / "tables.md", "\n".join(md))
     write_json(out / "results.json", results, indent=1)
     print("\n".join(md))
@@ -343,7 +352,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train (or reuse) the runs of one split / table")
-    t.add_argument("--split", choices=sorted(SPLITS), default="occlusion", help="data split (default occlusion)")
+    t.add_argument("--split", choices=sorted(SPLITS), default="occlusion",
+                   help="data split (default occlusion)")
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
     t.add_argument("--only", nargs="*", default=None, help="methods (or guard variant numbers) to run")
     t.add_argument("--epochs", type=int, default=None, help="override the configs' epochs (default: theirs)")

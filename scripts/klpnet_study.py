@@ -106,15 +106,16 @@ def plot_examples(model, val, path: Path, n: int = 3) -> None:
                     ax.plot(ob.keypoints[[a, b], 0], ob.keypoints[[a, b], 1], "-", color=c, lw=1.4)
                 ok = np.isfinite(ob.keypoints).all(1)
                 moved = ok & (ob.relocalised if ob.relocalised is not None else False)
-                ax.plot(ob.keypoints[ok & ~moved, 0], ob.keypoints[ok & ~moved, 1], "o", color=c, ms=3, mec="k",
-                        mew=0.4)
+                kept = ok & ~moved
+                ax.plot(ob.keypoints[kept, 0], ob.keypoints[kept, 1], "o", color=c, ms=3, mec="k", mew=0.4)
                 ax.plot(ob.keypoints[moved, 0], ob.keypoints[moved, 1], "s", color=c, ms=4, mec="w", mew=0.8)
             out = p.roles == "outlier"
             if out.any():
                 ax.plot(p.nodes[out, 0], p.nodes[out, 1], "x", color="red", ms=6, mew=1.5)
             ax.set_title(f"image {i}: {label}", fontsize=8)
             ax.set_axis_off()
-    fig.suptitle("dots: grouped nodes; squares: re-localised by the feedback; red x: LIS outliers", fontsize=8)
+    fig.suptitle("dots: grouped nodes; squares: re-localised by the feedback; red x: LIS outliers",
+                 fontsize=8)
     save_figure(fig, path)
 
 
@@ -124,7 +125,8 @@ def main(argv=None) -> int:
                     + ["configs/keypoint/klpnet.yaml"], help="KLPNet configs (default: 1, 2, 3 stages)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     ap.add_argument("--out", default="runs/keypoint/klpnet_study", help="study folder")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline, numbers meaningless")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes: checks the pipeline, numbers meaningless")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     import torch

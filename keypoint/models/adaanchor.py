@@ -251,10 +251,15 @@ def anchor_report(model: AdaAnchorModel, images: torch.Tensor, points: torch.Ten
 
     ``images (M, 3, S, S)``, ``points (M, K, 2)`` targets in map cells, ``visibility (M, K)`` COCO
     0/1/2. Two anchors per labelled (crop, channel): the *inference* anchor (argmax confidence) and
-    the *training* anchor (the best-scored candidate of the current selection rule). Returns, for
-    each, ``{kind}_corr_x`` / ``{kind}_corr_y`` (:func:`within_channel_correlation`),
-    ``{kind}_dist_vis`` / ``{kind}_dist_inv`` (mean distance to the target in map cells) and
-    ``{kind}_distinct`` (distinct anchor cells per channel over labelled crops, mean fraction).
+    the *training* anchor (the best-scored candidate of the current selection rule). For each kind:
+
+    * ``{kind}_corr_x`` / ``{kind}_corr_y`` — :func:`within_channel_correlation` of anchor and target
+      over labelled targets inside the map (outside it no cell can follow the target, and a few far
+      targets would dominate a Pearson correlation);
+    * ``{kind}_dist_vis`` / ``{kind}_dist_occ`` / ``{kind}_dist_out`` — mean distance (map cells) to
+      visible targets, hidden targets inside the map, and targets outside it;
+    * ``{kind}_distinct`` — distinct anchor cells per channel over the labelled crops (mean fraction;
+      near 0 = one cell for every instance).
     """
     was = model.training
     model.eval()
@@ -264,26 +269,31 @@ def anchor_report(model: AdaAnchorModel, images: torch.Tensor, points: torch.Ten
             out = model(images[i:i + batch_size])
             conf = out["confidence"]
             b, k, h, w = conf.shape
-            rows["infer"].append(conf.reshape(b, k, -1).argmax(-1))
+            rows["infer"].append(conf.reshape(b, k, -1).argmax(-1).cpu())
             s = model.candidate_scores(out, points[i:i + batch_size, None])
-            rows["train"].append(s.reshape(b, k, -1).argmax(-1))
+            rows["train"].append(s.reshape(b, k, -1).argmax(-1).cpu())
     finally:
         model.train(was)
-    vis = visibility.numpy()
-    lab = vis > 0
-    m_idx, ch = np.nonzero(lab)
-    tgt = points.numpy()[m_idx, ch]  # (L, 2)
+    vis = visibility.cpu().numpy()
+    m_idx, ch = np.nonzero(vis > 0)
+    tgt = points.cpu().numpy()[m_idx, ch]  # (L, 2)
+    v = vis[m_idx, ch]
+    inside = (tgt > -0.5).all(1) & (tgt[:, 0] < w - 0.5) & (tgt[:, 1] < h - 0.5)
     res: dict[str, float] = {}
+
+    def mean(x: np.ndarray, sel: np.ndarray) -> float:
+        return float(x[sel].mean()) if sel.any() else float("nan")
+
     for kind, parts in rows.items():
         flat = torch.cat(parts).numpy()[m_idx, ch]
         cell = np.stack([flat % w, flat // w], -1).astype(np.float64)
         dist = np.linalg.norm(cell - tgt, axis=-1)
-        v = vis[m_idx, ch]
-        res[f"{kind}_corr_x"] = within_channel_correlation(cell[:, 0], tgt[:, 0], ch)
-        res[f"{kind}_corr_y"] = within_channel_correlation(cell[:, 1], tgt[:, 1], ch)
-        res[f"{kind}_dist_vis"] = float(dist[v == 2].mean()) if (v == 2).any() else float("nan")
-        res[f"{kind}_dist_inv"] = float(dist[v == 1].mean()) if (v == 1).any() else float("nan")
+        res[f"{kind}_corr_x"] = within_channel_correlation(cell[inside, 0], tgt[inside, 0], ch[inside])
+        res[f"{kind}_corr_y"] = within_channel_correlation(cell[inside, 1], tgt[inside, 1], ch[inside])
+        res[f"{kind}_dist_vis"] = mean(dist, v == 2)
+        res[f"{kind}_dist_occ"] = mean(dist, (v == 1) & inside)
+        res[f"{kind}_dist_out"] = mean(dist, ~inside)
         distinct = [len(np.unique(flat[ch == c])) / max((ch == c).sum(), 1) for c in np.unique(ch)]
         res[f"{kind}_distinct"] = float(np.mean(distinct))
-    res["labelled"] = int(lab.sum())
+    res["labelled"] = int(len(m_idx))
     return res
