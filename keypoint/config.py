@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import create_model, model_validator
 
-from geo_rs.config import Schema, read_yaml, setting, validate_config
+from geo_rs.config import Schema, load_config, read_yaml, setting, validate_config
 from geo_rs.errors import UserError
 
 from .data.synth import SynthConfig
@@ -189,19 +189,6 @@ def validate_keypoint_config(values: dict | KeypointConfig, where: str = "config
     return validate_config(schema, values, where, overridden)
 
 
-def _apply(values: dict, dotted: str, value: Any) -> None:
-    node = values
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        child = node.get(k)
-        if child is None:
-            child = node[k] = {}
-        elif not isinstance(child, dict):
-            raise UserError(f"cannot override '{dotted}': '{k}' is not a mapping")
-        node = child
-    node[keys[-1]] = value
-
-
 def load_keypoint_config(path: str | Path, overrides: dict[str, Any] | None = None,
                          flags: dict[str, str] | None = None) -> KeypointConfig:
     """Read a YAML config, apply ``overrides`` (dotted keys; None values skipped) and validate.
@@ -209,12 +196,11 @@ def load_keypoint_config(path: str | Path, overrides: dict[str, Any] | None = No
     ``flags`` maps dotted keys to the command-line flag that set them, so an error names ``--epochs``
     rather than the file when the bad value was typed there.
     """
-    values = read_yaml(path)
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for key, value in given.items():
-        _apply(values, key, value)
-    overridden = {k: (flags or {}).get(k, f"--{k.split('.')[-1].replace('_', '-')}") for k in given}
-    return validate_keypoint_config(values, str(path), overridden)
+    raw = read_yaml(path)
+    kind = (overrides or {}).get("model.type") or _model_type(raw, str(path))
+    options = options_schema(kind, str(path))
+    schema = KLPNetConfig if kind == "klpnet" else _topdown_schema(options)
+    return load_config(schema, path, overrides, flags)
 
 
 def resume_identity(cfg: KeypointConfig) -> dict:

@@ -177,4 +177,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from geo_rs.interrupt import Interrupted, exit_code
+
+    try:
+        sys.exit(main())
+    except Interrupted as exc:  # SIGINT/SIGTERM: the run saved its checkpoint; a re-run resumes
+        print(f"{Path(__file__).name}: {exc}; re-run to resume", file=sys.stderr)
+        sys.exit(exit_code(exc.signum))
