@@ -275,6 +275,25 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
     return "\n".join(lines), numbers
 
 
+def versus_table(runs_by_split: dict, base: str = "fixanchor") -> str:
+    """AdaAnchor variants minus FixAnchor (same heads, pre-defined anchors), 95 % paired bootstrap."""
+    keys = METRICS
+    lines = ["| split | method | " + " | ".join(f"Δ{m[1]} vs FixAnchor [95 % CI]" for m in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for split, runs in runs_by_split.items():
+        if base not in runs:
+            continue
+        for method in runs:
+            if not method.startswith("adaanchor"):
+                continue
+            cis = paired_bootstrap(runs[method], runs[base])
+            cells = ["—" if k not in cis else
+                     f"{cis[k]['diff']:+.{d}f} [{cis[k]['ci95'][0]:+.{d}f}, {cis[k]['ci95'][1]:+.{d}f}]"
+                     for k, _, d in keys]
+            lines.append(f"| {split} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def paper_table() -> str:
     lines = ["| Method (paper, COCO, ResNet-50) | Vis.Error | Vis.Score | Inv.Error | Inv.Score | mAP |",
              "|---|---|---|---|---|---|"]
@@ -336,6 +355,7 @@ def cmd_report(args) -> int:
         table, numbers = split_table(runs, split)
         results[split] = numbers
         md += [f"## Split `{split}`", "", table, ""]
+    md += ["## AdaAnchor against FixAnchor", "", versus_table(by_split), ""]
     md += ["## Where the anchors sit (last epoch, validation crops, mean over seeds)", "",
            anchor_table(by_split), ""]
     gt, gnum = guard_table(out)
