@@ -164,6 +164,17 @@ def cmd_train(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------- report
+def plateau(history: list[dict]) -> float:
+    """Relative change of the mean training loss from the third to the last quarter of the epochs."""
+    rows = [h for h in history if "loss" in h and h.get("kind") != "epoch"]
+    if not rows:
+        return float("nan")
+    end = max(h["epoch"] for h in rows)
+    third = [h["loss"] for h in rows if 0.5 * end < h["epoch"] <= 0.75 * end]
+    last = [h["loss"] for h in rows if h["epoch"] > 0.75 * end]
+    return float(np.mean(last) / np.mean(third) - 1) if third and last else float("nan")
+
+
 def _load(run: Path) -> dict | None:
     if not (run / "preds.npz").is_file() or not (run / "metrics.json").is_file():
         return None
@@ -171,6 +182,7 @@ def _load(run: Path) -> dict | None:
     p["summary"] = json.loads((run / "metrics.json").read_text())
     hist = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
     p["diag"] = [h for h in hist if h.get("kind") == "epoch"]
+    p["plateau"] = plateau(hist)
     return p
 
 
@@ -247,9 +259,9 @@ def collect(out: Path, split: str, methods: list[str]) -> dict:
 def split_table(runs: dict, split: str) -> tuple[str, dict]:
     """Markdown table of one split + the numbers."""
     base = runs.get("heatmap")
-    head = ("| Method | seeds | epochs | " + " | ".join(m[1] for m in METRICS) + " | OKS-AP | "
-            + " | ".join(f"Δ{m[1]} vs heatmap [95 % CI]" for m in METRICS[:4]) + " |")
-    lines = [head, "|" + "---|" * (3 + len(METRICS) + 1 + 4)]
+    head = ("| Method | seeds | epochs | loss Δ last ¼ | " + " | ".join(m[1] for m in METRICS)
+            + " | OKS-AP | " + " | ".join(f"Δ{m[1]} vs heatmap [95 % CI]" for m in METRICS[:4]) + " |")
+    lines = [head, "|" + "---|" * (4 + len(METRICS) + 1 + 4)]
     numbers: dict = {}
     shown = set()
     for _, label, method, _ in ROWS:
@@ -262,6 +274,7 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
         epochs = sorted({p["summary"]["epochs_run"] for p in rs})
         cis = paired_bootstrap(rs, base) if base is not None and method != "heatmap" else {}
         numbers[method] = {"seeds": len(rs), "epochs_run": epochs, "oks_ap": ap, "diag": _diag(rs),
+                           "loss_change_last_quarter": [p["plateau"] for p in rs],
                            **{k: {"mean": v[0], "per_seed": v[1]} for k, v in row.items()},
                            "vs_heatmap": cis}
         cells = [_fmt(row[k][0], d) for k, _, d in METRICS]
@@ -270,7 +283,9 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
             c = cis.get(k)
             deltas.append("—" if c is None
                           else f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]")
-        lines.append(f"| {label} | {len(rs)} | {'/'.join(f'{e:g}' for e in epochs)} | " + " | ".join(cells)
+        change = "/".join(f"{100 * p['plateau']:+.0f} %" for p in rs)
+        lines.append(f"| {label} | {len(rs)} | {'/'.join(f'{e:g}' for e in epochs)} | {change} | "
+                     + " | ".join(cells)
                      + f" | {100 * ap:.1f} | " + " | ".join(deltas) + " |")
     return "\n".join(lines), numbers
 
