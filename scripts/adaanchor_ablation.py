@@ -244,7 +244,11 @@ def _diag(runs: list[dict]) -> dict:
     last = [p["diag"][-1] for p in runs if p["diag"]]
     keys = [f"{kind}_{k}" for kind in ("infer", "train")
             for k in ("corr_x", "corr_y", "dist_vis", "dist_occ", "dist_out", "distinct")]
-    return {k: float(np.mean([d[k] for d in last])) for k in keys if last and k in last[0]}
+    out = {}
+    for k in keys:
+        vals = [d[k] for d in last if d.get(k) is not None]
+        out[k] = float(np.mean(vals)) if vals else float("nan")
+    return out if last else {}
 
 
 def collect(out: Path, split: str, methods: list[str]) -> dict:
@@ -320,8 +324,10 @@ def paper_table() -> str:
 
 
 def _anchor_cells(d: dict, kind: str) -> str:
-    return (f"{d[f'{kind}_corr_x']:.2f} / {d[f'{kind}_corr_y']:.2f} | {d[f'{kind}_dist_vis']:.1f} / "
-            f"{d[f'{kind}_dist_occ']:.1f} / {d[f'{kind}_dist_out']:.1f} | {d[f'{kind}_distinct']:.2f}")
+    f = {k: _fmt(d.get(f"{kind}_{k}"), 2 if k.startswith(("corr", "distinct")) else 1)
+         for k in ("corr_x", "corr_y", "dist_vis", "dist_occ", "dist_out", "distinct")}
+    return (f"{f['corr_x']} / {f['corr_y']} | {f['dist_vis']} / {f['dist_occ']} / {f['dist_out']} | "
+            f"{f['distinct']}")
 
 
 ANCHOR_HEAD = ("inference anchor corr x / y | dist. visible / occluded / outside (cells) | distinct | "
