@@ -19,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "certified_radius": "radius", "max_radius_sigmas": "radius",
     "Interval": "bounds",
     "ABSTAIN": "smoothing", "Certificate": "smoothing", "Prediction": "smoothing", "Smooth": "smoothing",
+    "MedianCertificate": "median_smoothing", "MedianPrediction": "median_smoothing",
+    "MedianSmooth": "median_smoothing", "max_certifiable_eps": "median_smoothing",
     "IoUBounds": "iou", "box_iou": "iou", "iou_bounds": "iou",
     "iou_bounds_naive": "iou",
     "GaussianBlur3d": "blur", "gaussian_blur3d": "blur", "gaussian_blur3d_naive": "blur",
