@@ -60,7 +60,7 @@ from . import checks
 from .pose import GRAD_TOL, Pose, as_intrinsics, as_points_2d, as_points_3d
 from .pose_attack import QUANTITIES, search_worst
 from .pose_frame import PoseFrame, build_frame
-from .pose_search import branch_and_bound, make_search
+from .pose_search import SearchResult, branch_and_bound, make_search
 from .pose_sets import as_keypoint_set
 
 __all__ = ["PoseErrorBound", "pose_error_bound"]
@@ -175,14 +175,14 @@ def pose_error_bound(
         targets: optional tolerances (rotation_deg, translation, camera_position), None entries ignored:
             each search then stops as soon as its bound is proved below the tolerance or a witness exceeds
             it (a yes/no question, e.g. :func:`geo_rs.max_keypoint_box`); bounds are then only as tight as
-            needed for the answer.
+            needed for the answer, and errors whose target is None are not searched (their bound is inf).
 
     Example:
-        >>> import numpy as np
+        >>> import cv2, numpy as np
         >>> from geo_rs import pose_error_bound, project_points
         >>> X = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0.]]) * 2 - 1
         >>> K = np.array([[600, 0, 64], [0, 600, 64], [0, 0, 1.]])
-        >>> truth = (np.eye(3), np.array([0.0, 0.0, 6.0]))
+        >>> truth = (cv2.Rodrigues(np.array([0.8, 0.0, 0.0]))[0], np.array([0.0, 0.0, 6.0]))  # oblique view
         >>> u = project_points(X, truth, K)
         >>> b = pose_error_bound(X, (u - 0.5, u + 0.5), K, truth, rtol=0.5)
         >>> b.worst_rotation_deg <= b.rotation_deg and b.tightness["rotation_deg"] < 2
@@ -208,7 +208,11 @@ def pose_error_bound(
         budget_end = (
             None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (3 - q)
         )
-        target = None if targets is None or targets[q] is None else float(targets[q])
+        if targets is not None and targets[q] is None:  # not asked: not searched
+            results.append(SearchResult(math.inf, float(lower[q]), configs[name], 0, False,
+                                        np.full(3, math.inf)))
+            continue
+        target = None if targets is None else float(targets[q])
         results.append(
             branch_and_bound(search, float(lower[q]), configs[name], rtol, max_boxes // 3, budget_end, target)
         )

@@ -7,11 +7,11 @@ a keypoint certifier); the bound is not monotone in r in general (it is a search
 box may also be provable — bisection stops at ``tol`` pixels.
 
 Example:
-    >>> import numpy as np
+    >>> import cv2, numpy as np
     >>> from geo_rs import max_keypoint_box, project_points
     >>> X = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0.]]) * 2 - 1
     >>> K = np.array([[600, 0, 64], [0, 600, 64], [0, 0, 1.]])
-    >>> u = project_points(X, (np.eye(3), np.array([0.0, 0.0, 6.0])), K)
+    >>> u = project_points(X, (cv2.Rodrigues(np.array([0.8, 0.0, 0.0]))[0], np.array([0.0, 0.0, 6.0])), K)
     >>> budget = max_keypoint_box(X, u, K, max_rotation_deg=2.0, r_max=4.0, tol=0.25)
     >>> 0 < budget.half_width <= 4.0 and budget.bound.rotation_deg <= 2.0
     True

@@ -127,7 +127,7 @@ class PosedConfig:
                 raise UserError(f"PosedConfig.{name} must be (low, high) with low <= high, got {(lo, hi)}")
         if min(self.runway_length, self.runway_width, *self.cuboid_size) <= 0:
             raise UserError("PosedConfig runway and cuboid sizes must be > 0")
-        if not 0 < self.glide_slope_deg[0] and self.glide_slope_deg[1] < 80:
+        if not (0 < self.glide_slope_deg[0] and self.glide_slope_deg[1] < 80):
             raise UserError(f"PosedConfig.glide_slope_deg must lie in (0, 80), got {self.glide_slope_deg}")
         return self
 
