@@ -193,14 +193,27 @@ def cayley_from_rotation(Q: np.ndarray) -> np.ndarray:
 def _opencv_start(
     pts3: np.ndarray, pts2: np.ndarray, k: np.ndarray, planar: bool
 ) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's solutions (IPPE's two for coplanar points, SQPnP's otherwise); the one with every point in
+    front of the camera and the smallest reprojection error (IPPE can prefer a mirror pose behind the camera
+    on noisy keypoints, which is no valid camera pose)."""
     import cv2
 
-    flag = cv2.SOLVEPNP_IPPE if planar else cv2.SOLVEPNP_SQPNP
-    ok, rvec, tvec = cv2.solvePnP(pts3, pts2, k, None, flags=flag)
-    if not ok:
+    flags = [cv2.SOLVEPNP_IPPE, cv2.SOLVEPNP_SQPNP] if planar else [cv2.SOLVEPNP_SQPNP]
+    best, best_err, fallback = None, np.inf, None
+    for flag in flags:
+        count, rvecs, tvecs, errs = cv2.solvePnPGeneric(pts3, pts2, k, None, flags=flag)
+        for i in range(count):
+            R, _ = cv2.Rodrigues(rvecs[i])
+            t = tvecs[i].reshape(3)
+            fallback = fallback or (R, t)
+            err = float(np.asarray(errs).reshape(-1)[i]) if errs is not None and len(errs) else 0.0
+            if ((pts3 @ R.T + t)[:, 2] > 0).all() and err < best_err:
+                best, best_err = (R, t), err
+        if best is not None:
+            return best
+    if fallback is None:
         raise UserError("cv2.solvePnP found no pose for these keypoints")
-    R, _ = cv2.Rodrigues(rvec)
-    return R, tvec.reshape(3)
+    return fallback
 
 
 def solve_pnp(

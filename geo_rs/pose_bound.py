@@ -57,7 +57,16 @@ import numpy as np
 import torch
 
 from . import checks
-from .pose import GRAD_TOL, Pose, as_intrinsics, as_points_2d, as_points_3d
+from .pose import (
+    GRAD_TOL,
+    Pose,
+    as_intrinsics,
+    as_points_2d,
+    as_points_3d,
+    project_points,
+    rotation_error_deg,
+    solve_pnp,
+)
 from .pose_attack import QUANTITIES, search_worst
 from .pose_frame import PoseFrame, build_frame
 from .pose_search import SearchResult, branch_and_bound, make_search
@@ -83,6 +92,8 @@ class PoseErrorBound:
         region_rotation_deg, region_translation: extent of the search region R₀ (upper bounds of the
             rotation and translation errors of a pose in it).
         nominal: the least-squares pose at the set's centre. distance: ‖t_ref‖.
+        branches: solution branches covered (2 when a planar target's second IPPE solution is close enough
+            in reprojection error that the solver may pick it somewhere in the set; see the module doc).
         boxes: pose boxes evaluated; seconds: wall time.
     """
 
@@ -104,9 +115,9 @@ class PoseErrorBound:
     distance: float
     boxes: int
     seconds: float
+    branches: int
     worst_configurations: dict = field(repr=False, compare=False)
-    _frame: PoseFrame = field(repr=False, compare=False)
-    _searches: tuple = field(repr=False, compare=False)
+    _branches: tuple = field(repr=False, compare=False)  # ((frame, searches), ...)
 
     @property
     def tightness(self) -> dict[str, float]:
@@ -120,18 +131,19 @@ class PoseErrorBound:
 
     def covers(self, pose: object, points_2d: object, tol: float = 1e-9) -> bool:
         """Whether the bound applies to ``pose`` solved from ``points_2d`` (N, 2): u is in the set, the pose
-        is
-        in the search region R₀ and stationary (‖∇E‖∞ ≤ grad_tol, checked in interval arithmetic)."""
-        frame = self._frame
-        u = as_points_2d(points_2d, frame.num_points)
-        if not frame.kset.contains(u, tol=tol):
+        lies in the search region of a covered branch and is stationary (‖∇E‖∞ ≤ grad_tol, in interval
+        arithmetic)."""
+        frame0 = self._branches[0][0]
+        u = as_points_2d(points_2d, frame0.num_points)
+        if not frame0.kset.contains(u, tol=tol):
             return False
         pose_obj = pose if isinstance(pose, Pose) else Pose(*(np.asarray(p, dtype=np.float64) for p in pose))
-        params = torch.from_numpy(frame.params_of(pose_obj))
-        if not all(search.contains(params) for search in self._searches):  # R₀: intersection of three regions
-            return False
-        grad = frame.gradient(params[None], torch.from_numpy(u)[None])
-        return bool((grad.mag <= frame.grad_tol).all())
+        for frame, searches in self._branches:
+            params = torch.from_numpy(frame.params_of(pose_obj))
+            if all(search.contains(params) for search in searches):  # R₀: intersection of three regions
+                grad = frame.gradient(params[None], torch.from_numpy(u)[None])
+                return bool((grad.mag <= frame.grad_tol).all())
+        return False
 
 
 def _first_order_estimates(frame: PoseFrame) -> np.ndarray:
@@ -195,30 +207,27 @@ def pose_error_bound(
     rtol = checks.non_negative_finite("rtol", rtol)
     max_boxes = checks.count("max_boxes", max_boxes)
     grad_tol = checks.positive_finite("grad_tol", grad_tol)
-    frame = build_frame(pts, kset, k, reference_pose, grad_tol, nominal_pose)
-    witness = search_worst(frame, rounds=3)
-    lower = np.array([witness.rotation_deg, witness.translation, witness.camera_position])
-    estimate = _first_order_estimates(frame)
-
+    nominals = [nominal_pose] if nominal_pose is not None else solution_branches(pts, kset, k, grad_tol)
     deadline = None if time_limit_s is None else start_time + time_limit_s
-    searches = [make_search(frame, q) for q in range(3)]
-    configs = witness.configurations
-    results = []
-    for q, (search, name) in enumerate(zip(searches, QUANTITIES, strict=True)):
-        budget_end = (
-            None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (3 - q)
+    per_branch = []
+    for b, nominal in enumerate(nominals):
+        branch_end = (
+            None
+            if deadline is None
+            else time.perf_counter() + (deadline - time.perf_counter()) / (len(nominals) - b)
         )
-        if targets is not None and targets[q] is None:  # not asked: not searched
-            results.append(SearchResult(math.inf, float(lower[q]), configs[name], 0, False,
-                                        np.full(3, math.inf)))
-            continue
-        target = None if targets is None else float(targets[q])
-        results.append(
-            branch_and_bound(search, float(lower[q]), configs[name], rtol, max_boxes // 3, budget_end, target)
+        frame = build_frame(pts, kset, k, reference_pose, grad_tol, nominal)
+        per_branch.append(
+            (frame, *_bound_branch(frame, rtol, max_boxes // len(nominals), branch_end, targets))
         )
+    frame = per_branch[0][0]
+    results = [max((branch[2][q] for branch in per_branch), key=lambda r: r.bound) for q in range(3)]
     bound = np.array([r.bound for r in results])
-    worst = np.array([r.worst for r in results])
-    region_upper = np.array([r.region_upper for r in results]).min(0)  # R₀: the intersection of the three
+    worst = np.array([max(branch[2][q].worst for branch in per_branch) for q in range(3)])
+    estimate = np.max([branch[3] for branch in per_branch], axis=0)
+    region_upper = np.max(
+        [np.array([r.region_upper for r in branch[2]]).min(0) for branch in per_branch], axis=0
+    )
     distance = float(np.linalg.norm(frame.reference.t))
     pct = 100.0 / distance if distance > 0 else math.inf
     return PoseErrorBound(
@@ -233,14 +242,70 @@ def pose_error_bound(
         estimate_rotation_deg=float(estimate[0]),
         estimate_translation=float(estimate[1]),
         estimate_camera_position=float(estimate[2]),
-        converged=all(r.converged for r in results),
+        converged=all(r.converged for branch in per_branch for r in branch[2]),
         region_rotation_deg=float(region_upper[0]),
         region_translation=float(region_upper[1]),
         nominal=frame.pose_of(frame.nominal.numpy()),
         distance=distance,
-        boxes=sum(r.boxes for r in results),
+        boxes=sum(r.boxes for branch in per_branch for r in branch[2]),
         seconds=time.perf_counter() - start_time,
+        branches=len(per_branch),
         worst_configurations={n: r.worst_configuration for n, r in zip(QUANTITIES, results, strict=True)},
-        _frame=frame,
-        _searches=tuple(searches),
+        _branches=tuple((branch[0], branch[1]) for branch in per_branch),
     )
+
+
+def _bound_branch(frame: PoseFrame, rtol: float, max_boxes: int, deadline: float | None, targets):
+    """Witness search and the three branch-and-bound searches around one nominal pose."""
+    witness = search_worst(frame, rounds=3)
+    lower = np.array([witness.rotation_deg, witness.translation, witness.camera_position])
+    searches = [make_search(frame, q) for q in range(3)]
+    results = []
+    for q, (search, name) in enumerate(zip(searches, QUANTITIES, strict=True)):
+        budget_end = (
+            None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (3 - q)
+        )
+        cfg = witness.configurations[name]
+        if targets is not None and targets[q] is None:  # not asked: not searched
+            results.append(SearchResult(math.inf, float(lower[q]), cfg, 0, False, np.full(3, math.inf)))
+            continue
+        target = None if targets is None else float(targets[q])
+        results.append(
+            branch_and_bound(search, float(lower[q]), cfg, rtol, max_boxes // 3, budget_end, target)
+        )
+    return tuple(searches), results, _first_order_estimates(frame)
+
+
+def solution_branches(points: np.ndarray, kset, K: np.ndarray, grad_tol: float) -> list[Pose]:
+    """Nominal poses to cover: the solver's pose at the set's centre, plus — for coplanar points — the
+    other IPPE solution when the solver might prefer it somewhere in the set.
+
+    IPPE returns two poses for a planar target; ``solve_pnp`` keeps the one with the smaller reprojection
+    error E. Over the set, E₂ − E₁ (both refined to stationary points) changes with u at the rate
+    ∂(E₂ − E₁)/∂u = −2(p(P₂) − p(P₁)) (envelope theorem); the second branch is covered when the gap at the
+    centre is below four times that rate over the box half-widths plus 8·Σr² (a generous first-order
+    criterion, not a proof: ``covers`` checks any solver answer against the covered branches).
+    """
+    import cv2
+
+    centre = kset.centre
+    first = solve_pnp(points, centre, K, grad_tol=grad_tol)
+    _, planar = as_points_3d(points)
+    if not planar:
+        return [first]
+    count, rvecs, tvecs, _ = cv2.solvePnPGeneric(points, centre, K, None, flags=cv2.SOLVEPNP_IPPE)
+    branches = [first]
+    for rvec, tvec in zip(rvecs[:count], tvecs[:count], strict=True):
+        start = Pose(cv2.Rodrigues(rvec)[0], tvec.reshape(3))
+        other = solve_pnp(points, centre, K, grad_tol=grad_tol, start=start)
+        if any(rotation_error_deg(other.R, b.R) < 1e-3 for b in branches):
+            continue
+        p1, p2 = project_points(points, first, K), project_points(points, other, K)
+        if not np.all(np.isfinite(p2)):
+            continue
+        gap = ((p2 - centre) ** 2).sum() - ((p1 - centre) ** 2).sum()
+        half = (kset.upper - kset.lower) / 2
+        margin = 4 * 2 * (np.abs(p2 - p1) * half).sum() + 8 * (half**2).sum()
+        if gap <= margin:
+            branches.append(other)
+    return branches
