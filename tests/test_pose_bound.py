@@ -44,6 +44,7 @@ def _bounds(b) -> np.ndarray:
     return np.array([b.rotation_deg, b.translation, b.camera_position])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scene", ["planar", "cuboid"])
 def test_bound_dominates_samples_and_attacks_and_covers_the_solver(scene):
     points, truth = SCENES[scene]
@@ -80,6 +81,7 @@ def test_covers_refuses_foreign_configurations_and_poses():
     assert not bound.covers(far, u)  # pose outside R₀ / not stationary
 
 
+@pytest.mark.slow
 def test_candidate_sets_bound_every_configuration_exhaustively():
     """Hand-made candidate pixels (3 per keypoint, 81 configurations): all solved, none exceeds the bound;
     a polytope that forbids some configurations keeps the bound valid for the rest."""
