@@ -11,6 +11,7 @@ Usage:
     python bench/bench_median.py                       # 200 images, n = 1,000
     python bench/bench_median.py --quick               # 20 images, n = 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     best_cert, best_plain = float("inf"), float("inf")
     for _ in range(args.repeats):
         start = time.perf_counter()
-        cert = smooth.certify(x, args.eps, args.n, 0.001, batch_size=args.batch_size, generator=0, progress=False)
+        cert = smooth.certify(
+            x, args.eps, args.n, 0.001, batch_size=args.batch_size, generator=0, progress=False
+        )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best_cert = min(best_cert, time.perf_counter() - start)
@@ -63,9 +66,17 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize(device)
         best_plain = min(best_plain, time.perf_counter() - start)
     print(f"load {os.getloadavg()[0]:.1f}, threads {args.threads}, device {device}")
-    print(f"{args.images} images × n = {args.n} ({total:,} samples), m = {args.outputs}, batch {args.batch_size}")
-    print(f"certify {best_cert:.2f} s   plain forwards {best_plain:.2f} s   ratio {best_cert / best_plain:.3f}")
-    print(f"certified coordinates: {cert.certified.float().mean().item():.3f} (eps {args.eps}, sigma {args.sigma})")
+    print(
+        f"{args.images} images × n = {args.n} ({total:,} samples), m = {args.outputs}, "
+        f"batch {args.batch_size}"
+    )
+    print(
+        f"certify {best_cert:.2f} s   plain forwards {best_plain:.2f} s   ratio {best_cert / best_plain:.3f}"
+    )
+    print(
+        f"certified coordinates: {cert.certified.float().mean().item():.3f} "
+        f"(eps {args.eps}, sigma {args.sigma})"
+    )
     return 0
 
 

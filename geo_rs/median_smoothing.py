@@ -332,16 +332,7 @@ class MedianSmooth:
         return predict_from_samples(samples, alpha, joint, naive=True)
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise UserError(f"x must be a torch.Tensor batch (B, ...), got {type(x).__name__}")
-        if x.ndim < 2:
-            raise UserError(
-                f"x must be a batch of shape (B, ...) with at least 2 dims, got shape {tuple(x.shape)}; "
-                "for a single input use x.unsqueeze(0)"
-            )
-        if not x.is_floating_point():
-            raise UserError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        checks.finite_tensor("x", x)
+        x = checks.float_batch("x", x)
         if isinstance(self.model, nn.Module) and any(m.training for m in self.model.modules()):
             warnings.warn(
                 "model is in training mode (dropout / batch-norm make outputs depend on the batch); "

@@ -220,3 +220,17 @@ def test_bad_input_raises_one_line_user_errors():
 def test_module_doctest():
     result = doctest.testmod(geo_rs.median_smoothing, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_float_batch_check():
+    from geo_rs.checks import float_batch
+
+    assert float_batch("x", torch.zeros(2, 3)).shape == (2, 3)
+    for bad in (
+        np.zeros((2, 3)),
+        torch.zeros(3),
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.full((2, 2), math.inf),
+    ):
+        with pytest.raises(UserError, match="^x "):
+            float_batch("x", bad)
