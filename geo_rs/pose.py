@@ -6,9 +6,10 @@ frame; the camera centre in the world is ``−Rᵀt``. Rotation errors are geode
 ``arccos((tr(R₁R₂ᵀ) − 1)/2)`` in degrees (computed stably), translation errors Euclidean in world units.
 
 :func:`solve_pnp` is the estimator whose output :func:`geo_rs.pose_error_bound` certifies: OpenCV's
-``solvePnP`` (IPPE for coplanar points, SQPnP otherwise) for a start, then damped Newton on the summed
+``solvePnPGeneric`` (IPPE's two solutions for coplanar points, SQPnP otherwise), keeping the solution with
+every point in front of the camera and the least reprojection error, then damped Newton on the summed
 squared reprojection error E(R, t) = Σᵢ‖π(K(R Xᵢ + t)) − uᵢ‖² until its gradient is below
-``grad_tol`` (a stationary point of E, in practice the local least-squares minimum next to the start).
+``grad_tol``/10 (a stationary point of E, in practice the local least-squares minimum next to the start).
 
 Example:
     >>> import numpy as np

@@ -1,10 +1,12 @@
 """Outward-rounded interval arithmetic and type-generic tensor helpers for the verified pose enclosure.
 
 :class:`OutwardInterval` is a :class:`geo_rs.Interval` whose every arithmetic result is widened by one
-unit in the last place at each end. Each ``+ − × ÷`` of :class:`~geo_rs.Interval` rounds every endpoint
-to nearest (an error ≤ ½ ulp), so after the widening the result contains the *real* result of the
+unit in the last place at each end. Each ``+ − × ÷`` computes its endpoints with one round-to-nearest
+operation (an error ≤ ½ ulp), so after the widening the result contains the *real* result of the
 operation on the real endpoints: chains of operations stay rigorous against real arithmetic, not just
-against the same floating-point formula. Sums over an axis (:func:`rsum`) widen by the classical bound
+against the same floating-point formula (checked against exact rational arithmetic in the tests).
+:class:`MidRad` (midpoint–radius form) does the large contractions of the pose bound through BLAS.
+Sums over an axis (:func:`rsum`) widen by the classical bound
 γ·Σ|xᵢ| on a floating-point sum's error. Negation, indexing and reshaping are exact and not widened.
 
 The helpers :func:`rsum`, :func:`stack`, :func:`cat` work on both plain tensors and intervals, so the
