@@ -166,7 +166,7 @@ def pose_error_bound(
     constraints: object | None = None,
     rtol: float = 0.25,
     max_boxes: int = 200_000,
-    time_limit_s: float | None = None,
+    time_limit_s: float | None = 60.0,
     grad_tol: float = GRAD_TOL,
     nominal_pose: Pose | None = None,
     targets: tuple[float | None, float | None, float | None] | None = None,
@@ -180,8 +180,8 @@ def pose_error_bound(
         reference_pose: (R, t) or :class:`~geo_rs.Pose` the errors are measured against (e.g. ground truth).
         constraints: optional joint polytope ``(A, b)``: ``A @ u.reshape(-1) <= b`` (:class:`KeypointSet`).
         rtol: stop refining once every bound is within (1 + rtol) × the worst error found.
-        max_boxes, time_limit_s: search budget; exhausting it leaves a sound, looser bound
-            (``converged`` False).
+        max_boxes, time_limit_s: search budget (default 60 s; None: no time limit); exhausting it
+            leaves a sound, looser bound (``converged`` False).
         grad_tol: gradient tolerance of a "stationary" pose (as in :func:`geo_rs.solve_pnp`).
         nominal_pose: pose at the set's centre, if already solved (default: :func:`geo_rs.solve_pnp`).
         targets: optional tolerances (rotation_deg, translation, camera_position), None entries ignored:
