@@ -35,6 +35,7 @@ from .pose_refine import refine_stationary_poses
 __all__ = ["Search", "branch_and_bound", "make_search"]
 
 _BATCH = 64  # boxes split per round
+_WITNESS_EVERY, _WITNESSES = 3, 6  # every 3rd round, solve the 6 configurations behind the worst bounds
 _IRLS_ITERS = 30
 _REGION_SCALE, _REGION_PAD = 1.5, 1.0  # R₀ = 1.5 × the first-order solution set + 1 (whitened units)
 
@@ -412,7 +413,7 @@ def branch_and_bound(
     ev = _evaluate(search, lo, hi)
     keep = ev.alive
     lo, hi, upper, axis = lo[keep], hi[keep], ev.upper[keep], ev.axis[keep]
-    evaluated, converged = 1, False
+    evaluated, converged, rounds = 1, False, 0
     while len(lo):
         threshold = max(worst, floor) * (1 + rtol) if target is None else target
         if target is not None and worst > target:
@@ -430,10 +431,11 @@ def branch_and_bound(
         child_lo, child_hi = _split(lo[pick], hi[pick], axis[pick])
         ev = _evaluate(search, child_lo, child_hi)
         evaluated += len(child_lo)
-        top = torch.argsort(
-            torch.where(ev.alive, ev.upper, torch.full_like(ev.upper, -math.inf)), descending=True
-        )[:8]
-        worst, worst_cfg = _improve_witness(search, ev.witness[top], worst, worst_cfg)
+        rounds += 1
+        if rounds % _WITNESS_EVERY == 1:  # solving witnesses costs about as much as a round: not every round
+            alive_upper = torch.where(ev.alive, ev.upper, torch.full_like(ev.upper, -math.inf))
+            top = torch.argsort(alive_upper, descending=True)[:_WITNESSES]
+            worst, worst_cfg = _improve_witness(search, ev.witness[top], worst, worst_cfg)
         lo = torch.cat([lo[rest], child_lo[ev.alive]])
         hi = torch.cat([hi[rest], child_hi[ev.alive]])
         upper = torch.cat([upper[rest], ev.upper[ev.alive]])
