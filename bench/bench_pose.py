@@ -66,7 +66,7 @@ def study_image(sample, cam, cfg: PosedConfig, args, rng: np.random.Generator) -
     checked = min(200, len(poses))
     uncovered = sum(not bound.covers(p, c) for p, c in zip(poses[:checked], configs[:checked], strict=True))
     attack = attack_pose_error(
-        points, (lo, hi), cam.K, truth, rounds=4, coordinate_sweeps=2, gradient_steps=4
+        points, (lo, hi), cam.K, truth, rounds=3, coordinate_sweeps=1, gradient_steps=3
     )
     bounds = np.array([bound.rotation_deg, bound.translation, bound.camera_position])
     attacked = np.array([attack.rotation_deg, attack.translation, attack.camera_position])
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rtol", type=float, default=0.25, help="bound search tolerance (default 0.25)")
     parser.add_argument(
-        "--time-limit", type=float, default=20.0, help="bound search budget per image, s (default 20)"
+        "--time-limit", type=float, default=20.0, help="bound search budget per image, s (default 10)"
     )
     parser.add_argument("--image-size", type=int, default=128, help="image side, pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="data and sampling seed (default 0)")

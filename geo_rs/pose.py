@@ -191,30 +191,27 @@ def cayley_from_rotation(Q: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------- solving
-def _opencv_start(
+def opencv_starts(
     pts3: np.ndarray, pts2: np.ndarray, k: np.ndarray, planar: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV's solutions (IPPE's two for coplanar points, SQPnP's otherwise); the one with every point in
-    front of the camera and the smallest reprojection error (IPPE can prefer a mirror pose behind the camera
-    on noisy keypoints, which is no valid camera pose)."""
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every OpenCV solution with all points in front of the camera: IPPE's two and SQPnP's for coplanar
+    points (IPPE alone fails on near-degenerate grazing views), SQPnP's otherwise. Falls back to the first
+    solution when none is in front."""
     import cv2
 
     flags = [cv2.SOLVEPNP_IPPE, cv2.SOLVEPNP_SQPNP] if planar else [cv2.SOLVEPNP_SQPNP]
-    best, best_err, fallback = None, np.inf, None
+    starts, fallback = [], None
     for flag in flags:
-        count, rvecs, tvecs, errs = cv2.solvePnPGeneric(pts3, pts2, k, None, flags=flag)
+        count, rvecs, tvecs, _ = cv2.solvePnPGeneric(pts3, pts2, k, None, flags=flag)
         for i in range(count):
             R, _ = cv2.Rodrigues(rvecs[i])
             t = tvecs[i].reshape(3)
             fallback = fallback or (R, t)
-            err = float(np.asarray(errs).reshape(-1)[i]) if errs is not None and len(errs) else 0.0
-            if ((pts3 @ R.T + t)[:, 2] > 0).all() and err < best_err:
-                best, best_err = (R, t), err
-        if best is not None:
-            return best
-    if fallback is None:
+            if ((pts3 @ R.T + t)[:, 2] > 0).all():
+                starts.append((R, t))
+    if not starts and fallback is None:
         raise UserError("cv2.solvePnP found no pose for these keypoints")
-    return fallback
+    return starts or [fallback]
 
 
 def solve_pnp(
@@ -227,38 +224,80 @@ def solve_pnp(
 ) -> Pose | list[Pose]:
     """The pose (R, t) that best reprojects ``points_3d`` onto ``points_2d`` (least squares, pixels).
 
+    Every OpenCV solution in front of the camera (:func:`opencv_starts`) is refined by damped Newton; the
+    refined pose with the smallest reprojection error wins (multi-start: a single IPPE start can land in a
+    poor local minimum on grazing views of a planar target).
+
     Args:
         points_3d: (N, 3) object keypoints (N ≥ 4 coplanar, N ≥ 6 otherwise).
         points_2d: (N, 2) pixels, or a batch (B, N, 2) (then a list of B poses; the Newton refinement runs
             batched).
         K: (3, 3) intrinsics.
-        refine: polish OpenCV's answer to a stationary point of the reprojection error (‖∇E‖∞ ≤
-            ``grad_tol``/10 in the Cayley/translation parameters); the certified estimator needs it.
+        refine: polish to a stationary point of the reprojection error (‖∇E‖∞ ≤ ``grad_tol``/10 in the
+            Cayley/translation parameters); the certified estimator needs it. Without it: OpenCV's
+            solution with the smallest reprojection error.
         grad_tol: gradient tolerance of the refinement.
-        start: optional (R, t) to start the refinement from instead of OpenCV's solution (e.g. the pose
-            at the nominal keypoints, to stay on one solution branch).
+        start: optional (R, t) to start the refinement from instead (a single start, e.g. the pose at the
+            nominal keypoints, to follow one solution branch).
     """
     pts3, planar = as_points_3d(points_3d)
     pts2 = as_points_2d(points_2d, len(pts3))
     k = as_intrinsics(K)
     batch = pts2.reshape(-1, len(pts3), 2)
     if start is None:
-        starts = [_opencv_start(pts3, p, k, planar) for p in batch]
+        per_item = [opencv_starts(pts3, p, k, planar) for p in batch]
     else:
         fixed = as_pose(start, "start")
-        starts = [(fixed.R, fixed.t)] * len(batch)
-    poses = [Pose(R, t) for R, t in starts]
+        per_item = [[(fixed.R, fixed.t)]] * len(batch)
+    owner = np.repeat(np.arange(len(batch)), [len(c) for c in per_item])
+    candidates = [Pose(R, t) for starts in per_item for R, t in starts]
     if refine:
-        poses = refine_poses(pts3, batch, k, poses, grad_tol)
+        # a few Newton steps for every start, then only the starts still in the running (energy within
+        # 1.5× + 1 px² of their item's best) to convergence: poor starts stop early
+        candidates = refine_poses(pts3, batch[owner], k, candidates, grad_tol, max_iter=8, second_order=False)
+        errors = _reprojection_errors(pts3, batch[owner], k, candidates)
+        best = np.full(len(batch), np.inf)
+        np.minimum.at(best, owner, errors)
+        keep = np.flatnonzero(errors <= 1.5 * best[owner] + 1.0)
+        polished = refine_poses(pts3, batch[owner[keep]], k, [candidates[i] for i in keep], grad_tol)
+        for i, pose in zip(keep, polished, strict=True):
+            candidates[i] = pose
+        errors = np.full(len(candidates), np.inf)
+        errors[keep] = _reprojection_errors(pts3, batch[owner[keep]], k, polished)
+    else:
+        errors = _reprojection_errors(pts3, batch[owner], k, candidates)
+    poses = []
+    for item in range(len(batch)):
+        idx = np.flatnonzero(owner == item)
+        poses.append(candidates[idx[np.argmin(errors[idx])]])
     return poses if pts2.ndim == 3 else poses[0]
 
 
+def _reprojection_errors(pts3: np.ndarray, batch: np.ndarray, k: np.ndarray, poses: list[Pose]) -> np.ndarray:
+    """Σᵢ‖π(K(R Xᵢ + t)) − uᵢ‖² per pose (vectorised; inf where a point is not in front of the camera)."""
+    R = np.stack([p.R for p in poses])
+    t = np.stack([p.t for p in poses])
+    cam = np.einsum("bij,nj->bni", R, pts3) + t[:, None, :]
+    uvw = cam @ k.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = ((uvw[..., :2] / uvw[..., 2:3] - batch) ** 2).sum((-1, -2))
+    return np.where((cam[..., 2] > 0).all(-1) & np.isfinite(err), err, np.inf)
+
+
 def refine_poses(
-    pts3: np.ndarray, batch: np.ndarray, k: np.ndarray, poses: list[Pose], grad_tol: float
+    pts3: np.ndarray,
+    batch: np.ndarray,
+    k: np.ndarray,
+    poses: list[Pose],
+    grad_tol: float,
+    max_iter: int = 100,
+    second_order: bool = True,
 ) -> list[Pose]:
     """Damped Newton from each pose (batched); poses whose refinement fails keep their start."""
     import torch
 
+    if not poses:
+        return []
     from .pose_model import Intrinsics
     from .pose_refine import refine_stationary_poses
 
@@ -268,7 +307,9 @@ def refine_poses(
         [torch.zeros(len(poses), 3, dtype=torch.float64), torch.from_numpy(np.stack([p.t for p in poses]))], 1
     )
     u = torch.from_numpy(np.ascontiguousarray(batch))
-    found, _ = refine_stationary_poses(Z, Intrinsics.from_matrix(k), u, start, grad_tol)
+    found, _ = refine_stationary_poses(
+        Z, Intrinsics.from_matrix(k), u, start, grad_tol, max_iter, second_order
+    )
     found = found.numpy()
     R = np.einsum("bij,bjk->bik", rotation_from_cayley(found[:, :3]), rot)
     return [Pose(R[i], found[i, 3:].copy()) for i in range(len(poses))]

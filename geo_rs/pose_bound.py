@@ -63,7 +63,9 @@ from .pose import (
     as_intrinsics,
     as_points_2d,
     as_points_3d,
+    opencv_starts,
     project_points,
+    refine_poses,
     rotation_error_deg,
     solve_pnp,
 )
@@ -277,35 +279,46 @@ def _bound_branch(frame: PoseFrame, rtol: float, max_boxes: int, deadline: float
 
 
 def solution_branches(points: np.ndarray, kset, K: np.ndarray, grad_tol: float) -> list[Pose]:
-    """Nominal poses to cover: the solver's pose at the set's centre, plus — for coplanar points — the
-    other IPPE solution when the solver might prefer it somewhere in the set.
+    """Nominal poses to cover: the solver's pose at the set's centre, plus every other stationary pose that
+    the solver's starts reach there if the solver might prefer it somewhere in the set.
 
-    IPPE returns two poses for a planar target; ``solve_pnp`` keeps the one with the smaller reprojection
-    error E. Over the set, E₂ − E₁ (both refined to stationary points) changes with u at the rate
-    ∂(E₂ − E₁)/∂u = −2(p(P₂) − p(P₁)) (envelope theorem); the second branch is covered when the gap at the
-    centre is below four times that rate over the box half-widths plus 8·Σr² (a generous first-order
-    criterion, not a proof: ``covers`` checks any solver answer against the covered branches).
+    ``solve_pnp`` refines every OpenCV start (IPPE's two solutions and SQPnP's for a planar target) and
+    keeps the refined pose with the least reprojection error E. For another branch, the gap
+    g(u) = E₂(u) − E₁(u) > 0 at the centre changes at the rate ∂g/∂u = −2(p(P₂) − p(P₁)) (envelope theorem).
+    The branch is covered when the gap is below 1.2 × that rate over the box half-widths + Σr², or when a
+    Frank–Wolfe search (u → the set's support point along p(P₂) − p(P₁), branches followed by Newton) drives
+    it below a quarter of its centre value. A heuristic, not a proof: ``covers`` checks any solver answer
+    against the covered branches, and ``bench/bench_pose.py`` counts the answers it refuses.
     """
-    import cv2
-
     centre = kset.centre
-    first = solve_pnp(points, centre, K, grad_tol=grad_tol)
     _, planar = as_points_3d(points)
-    if not planar:
-        return [first]
-    count, rvecs, tvecs, _ = cv2.solvePnPGeneric(points, centre, K, None, flags=cv2.SOLVEPNP_IPPE)
+    starts = [Pose(R, t) for R, t in opencv_starts(points, centre, K, planar)]
+    refined = refine_poses(points, np.repeat(centre[None], len(starts), 0), K, starts, grad_tol)
+    energies = [((project_points(points, p, K) - centre) ** 2).sum() for p in refined]
+    order = np.argsort(energies)
+    first = refined[order[0]]
+    half = (kset.upper - kset.lower) / 2
     branches = [first]
-    for rvec, tvec in zip(rvecs[:count], tvecs[:count], strict=True):
-        start = Pose(cv2.Rodrigues(rvec)[0], tvec.reshape(3))
-        other = solve_pnp(points, centre, K, grad_tol=grad_tol, start=start)
-        if any(rotation_error_deg(other.R, b.R) < 1e-3 for b in branches):
+    for i in order[1:]:
+        other = refined[i]
+        if not np.isfinite(energies[i]) or any(rotation_error_deg(other.R, b.R) < 1e-3 for b in branches):
             continue
-        p1, p2 = project_points(points, first, K), project_points(points, other, K)
-        if not np.all(np.isfinite(p2)):
-            continue
-        gap = ((p2 - centre) ** 2).sum() - ((p1 - centre) ** 2).sum()
-        half = (kset.upper - kset.lower) / 2
-        margin = 4 * 2 * (np.abs(p2 - p1) * half).sum() + 8 * (half**2).sum()
-        if gap <= margin:
+        gap = energies[i] - energies[order[0]]
+        rate = 2 * np.abs(project_points(points, other, K) - project_points(points, first, K))
+        if (
+            gap <= 1.2 * (rate * half).sum() + (half**2).sum()
+            or _gap_search(points, kset, K, first, other) <= gap / 4
+        ):
             branches.append(other)
     return branches
+
+
+def _gap_search(points: np.ndarray, kset, K: np.ndarray, first: Pose, other: Pose, rounds: int = 4) -> float:
+    """Smallest E₂(u) − E₁(u) found by Frank–Wolfe steps over the set (each branch followed by Newton)."""
+    u, best = kset.centre, np.inf
+    for _ in range(rounds):
+        a = project_points(points, solve_pnp(points, u, K, start=first), K)
+        b = project_points(points, solve_pnp(points, u, K, start=other), K)
+        best = min(best, float(((b - u) ** 2).sum() - ((a - u) ** 2).sum()))
+        u = kset.support(b - a)
+    return best

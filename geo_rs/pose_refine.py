@@ -21,12 +21,15 @@ def refine_stationary_poses(
     start: torch.Tensor,
     grad_tol: float,
     max_iter: int = 100,
+    second_order: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Damped Newton (Levenberg–Marquardt on the full Hessian) on E(·; u) in (c, t), batched over L problems.
 
     Args:
         Z: (L, N, 3) rotated model points; u: (L, N, 2) keypoints; start: (L, 6) initial poses.
         grad_tol: stop when ‖∇E‖∞ ≤ grad_tol / 10.
+        second_order: use the full Hessian (else Gauss–Newton 2JᵀJ: cheaper, slower near a non-zero-residual
+            minimum; for a few warm-up steps).
 
     Returns:
         ``(poses (L, 6), converged (L,))``; converged means ‖∇E‖∞ ≤ grad_tol / 10 with all depths > 0.
@@ -39,9 +42,12 @@ def refine_stationary_poses(
     eye = torch.eye(6, dtype=pose.dtype)
 
     def evaluate(p, z, uu):
-        terms = reprojection_terms(p[:, :3], p[:, 3:], z, intr, second=True)
+        terms = reprojection_terms(p[:, :3], p[:, 3:], z, intr, second=second_order)
         energy = ((terms.p - uu) ** 2).sum((-1, -2))
         grad, hess = error_derivatives(terms.p, terms.jac, terms.second, uu)
+        if hess is None:  # Gauss–Newton
+            jac = terms.jac.reshape(len(p), -1, 6)
+            hess = 2 * jac.transpose(1, 2) @ jac
         valid = (terms.depth > 0).all(-1) & torch.isfinite(energy) & torch.isfinite(grad).all(-1)
         return energy, grad, hess, valid
 
