@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rtol", type=float, default=0.25, help="bound search tolerance (default 0.25)")
     parser.add_argument(
-        "--time-limit", type=float, default=20.0, help="bound search budget per image, s (default 10)"
+        "--time-limit", type=float, default=10.0, help="bound search budget per image, s (default 10)"
     )
     parser.add_argument("--image-size", type=int, default=128, help="image side, pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="data and sampling seed (default 0)")
