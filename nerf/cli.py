@@ -77,8 +77,9 @@ def _register_train(sub) -> None:
                                    "OUT/checkpoint.pt every --ckpt-every steps and --ckpt-every-s seconds; "
                                    "SIGINT/SIGTERM saves one and exits 130/143; --resume continues it.")
     t.add_argument("config_or_scene", metavar="CONFIG_OR_SCENE",
-                   help="YAML config (keys: nerf/config.py), a Blender-layout folder or a built-in scene "
-                        f"({', '.join(BUILTIN_SCENE_NAMES)}) trained with the default config")
+                   help="YAML config (keys: nerf/config.py), or the data trained with the default config: a "
+                        "Blender-layout folder, a transforms.json (or its folder), a COLMAP project or a "
+                        f"built-in scene ({', '.join(BUILTIN_SCENE_NAMES)})")
     t.add_argument("--out", required=True, help="output folder (created; required)")
     t.add_argument("--model", choices=["smoothed", "plain"], help=_h("model"))
     t.add_argument("--steps", type=int, help=_h("steps") + "; with --resume: the new total")
@@ -169,11 +170,12 @@ def _is_yaml(arg: str) -> bool:
 def _check_data(data: str, origin: str) -> None:
     """Fail before any heavy import when the training data cannot exist."""
     p = Path(data)
-    if p.is_dir() or (data in BUILTIN_SCENE_NAMES and not p.exists()):
+    if p.is_dir() or (p.is_file() and p.suffix.lower() == ".json") or (data in BUILTIN_SCENE_NAMES
+                                                                        and not p.exists()):
         return
-    what = "a file" if p.exists() else "not found"
-    raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder or a built-in "
-                    f"scene ({', '.join(BUILTIN_SCENE_NAMES)})")
+    what = "a file that is not a transforms.json" if p.exists() else "not found"
+    raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder, a transforms.json "
+                    f"(or its folder), a COLMAP project or a built-in scene ({', '.join(BUILTIN_SCENE_NAMES)})")
 
 
 def _overrides(args: argparse.Namespace) -> dict:

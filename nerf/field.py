@@ -128,7 +128,10 @@ def _resample(values: torch.Tensor, old: GridSpec, new: GridSpec) -> torch.Tenso
 class SmoothedDensity(nn.Module):
     """θ grid → weak SDF grid → per-sample occupancy G and density (see module docstring).
 
-    ``sigma_world`` stays fixed across resolutions (coarse-to-fine changes σ in voxels).
+    ``sigma_world`` is the σ used for rendering and training (world units; fixed across resolutions, so
+    coarse-to-fine changes σ in voxels; the trainer's σ schedule lowers it from ``sigma_start_vox`` to
+    the final σ). ``sigma_final`` is the σ of the certificate: :meth:`level_grid` (the mesh) and
+    :meth:`RadianceField.clearance` always use the weak SDF at ``sigma_final``, whatever σ training is at.
     """
 
     def __init__(
@@ -140,11 +143,13 @@ class SmoothedDensity(nn.Module):
         density_scale: float = 1.0,
         eps: float = 1e-6,
         alpha: float = 4.0,
+        sigma_final: float | None = None,
     ):
         super().__init__()
         choice("f_activation", f_activation, ("sigmoid", "relu"))
         self.spec = spec
         self.sigma_world = float(sigma_world)
+        self.sigma_final = float(sigma_world if sigma_final is None else sigma_final)
         self.f_activation = f_activation
         self.density_scale = float(density_scale)
         self.eps = float(eps)
@@ -156,11 +161,11 @@ class SmoothedDensity(nn.Module):
         """f ∈ [0, 1], (X, Y, Z)."""
         return torch.sigmoid(self.theta) if self.f_activation == "sigmoid" else self.theta.clamp(0, 1)
 
-    def sdf_grid(self) -> torch.Tensor:
-        """Weak SDF s (X, Y, Z), world units, positive inside: σ_world·Φ⁻¹(blur(f))."""
-        return geo_rs.weak_sdf(
-            self.occupancy_grid(), self.sigma_world / self.spec.voxel, self.spec.voxel, check=False
-        )
+    def sdf_grid(self, sigma_world: float | None = None) -> torch.Tensor:
+        """Weak SDF s (X, Y, Z), world units, positive inside: σ·Φ⁻¹(blur(f)) at ``sigma_world``
+        (default: the training σ)."""
+        sigma = self.sigma_world if sigma_world is None else float(sigma_world)
+        return geo_rs.weak_sdf(self.occupancy_grid(), sigma / self.spec.voxel, self.spec.voxel, check=False)
 
     def prepare(self) -> torch.Tensor:
         """Per-step grid to interpolate: s with a leading channel, (1, X, Y, Z)."""
@@ -178,8 +183,8 @@ class SmoothedDensity(nn.Module):
         return log_density(self.occupancy(s), self.density_scale / self.spec.voxel, self.eps)
 
     def level_grid(self) -> torch.Tensor:
-        """Field whose zero level is the surface (positive inside): the weak SDF itself."""
-        return self.sdf_grid()
+        """Field whose zero level is the surface (positive inside): the weak SDF at the final σ."""
+        return self.sdf_grid(self.sigma_final)
 
     def upsample(self, spec: GridSpec) -> None:
         with torch.no_grad():
