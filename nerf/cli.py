@@ -67,6 +67,24 @@ def _register_make_scene(sub) -> None:
                                                              "(default: off, the whole sphere)")
     m.add_argument("--seed", type=int, default=0, help="seed of the random val/test directions (≥ 0; "
                                                        "default 0)")
+    m.add_argument("--format", choices=["blender", "transforms", "colmap"], default="blender",
+                   help="blender: transforms_{train,val,test}.json (square, centred camera); transforms: one "
+                        "instant-ngp/nerfstudio transforms.json; colmap: a COLMAP text model with sparse points "
+                        "— the last two without a split, like a user's capture (default blender)")
+    m.add_argument("--width", type=int, default=None, help="capture formats: image width (pixels; default --res)")
+    m.add_argument("--height", type=int, default=None, help="capture formats: image height (pixels; default "
+                                                            "the width)")
+    m.add_argument("--cx", type=float, default=None, help="capture formats: principal point x (pixels from the "
+                                                          "left edge; default the image centre)")
+    m.add_argument("--cy", type=float, default=None, help="capture formats: principal point y (pixels from the "
+                                                          "top edge; default the image centre)")
+    m.add_argument("--distortion", type=float, nargs=4, metavar=("K1", "K2", "P1", "P2"), default=None,
+                   help="capture formats: OpenCV lens distortion of the rendered images (default: none)")
+    m.add_argument("--capture-transform", type=float, nargs=7, default=None,
+                   metavar=("SCALE", "RX", "RY", "RZ", "TX", "TY", "TZ"),
+                   help="capture formats: similarity applied to the world (poses, mesh_gt.ply, sparse points): "
+                        "scale, rotations about x, y, z (degrees), translation (world units); recorded in "
+                        "capture_truth.json (default: none)")
     m.add_argument("--out", required=True, help="output folder (created; required)")
     m.set_defaults(func=_make_scene)
 
@@ -131,6 +149,12 @@ def _make_scene(args: argparse.Namespace) -> int:
     count("--test-views", args.test_views)
     count("--seed", args.seed, minimum=0)
     _check_source(args.source)
+    if args.format != "blender":
+        return _make_capture(args)
+    for flag in ("width", "height", "cx", "cy", "distortion", "capture_transform"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} needs --format transforms or colmap (the Blender layout "
+                            "has a square, centred pinhole camera)")
     from .scene import make_scene
 
     t0 = time.perf_counter()
@@ -148,6 +172,23 @@ def _make_scene(args: argparse.Namespace) -> int:
         f"scene written to {out} ({args.views} train / {args.val_views} val / {args.test_views} test views "
         f"at {args.res}x{args.res}, ground truth mesh_gt.ply) in {time.perf_counter() - t0:.1f} s"
     )
+    return 0
+
+
+def _make_capture(args: argparse.Namespace) -> int:
+    from geo_rs.checks import count
+
+    from .scene import make_capture, similarity_from_args
+
+    width = count("--width", args.width if args.width is not None else args.res, minimum=8, maximum=4096)
+    height = count("--height", args.height, minimum=8, maximum=4096) if args.height is not None else width
+    transform = similarity_from_args(args.capture_transform) if args.capture_transform else None
+    t0 = time.perf_counter()
+    path = make_capture(args.source, args.out, args.format, views=args.views, width=width, height=height,
+                        cx=args.cx, cy=args.cy, distortion=args.distortion, transform=transform,
+                        hemisphere=args.hemisphere)
+    print(f"capture written to {path} ({args.views} views at {width}x{height}, no split; ground truth "
+          f"mesh_gt.ply and capture_truth.json in capture coordinates) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
