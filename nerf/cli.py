@@ -330,23 +330,11 @@ def _summarise(report: dict, out: Path) -> None:
 # -- extract-mesh ----------------------------------------------------------------------------------
 def _extract(args: argparse.Namespace) -> int:
     from geo_rs.atomic import write_json
-    from geo_rs.config import validate_config
 
-    from .checkpoint import load_checkpoint
     from .evaluate import extract_and_score
-    from .field import GridSpec
-    from .train import build_field, resolution_schedule
+    from .train import load_field
 
-    payload = load_checkpoint(args.checkpoint)
-    cfg = validate_config(NerfConfig, payload["config"], where=f"{args.checkpoint} (saved config)")
-    bounds = payload["bounds"]
-    res = resolution_schedule(cfg)[payload["stage"]][1]
-    field = build_field(cfg, bounds, res, GridSpec.from_bounds(*bounds, cfg.grid_res).voxel)
-    try:
-        field.load_state_dict(payload["field"])
-    except RuntimeError as exc:
-        raise UserError(f"{args.checkpoint}: checkpoint does not fit its own config: "
-                        f"{' '.join(str(exc).split())[:160]}") from None
+    field, payload, cfg = load_field(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     gt = Path(payload["gt_mesh"]) if payload.get("gt_mesh") else None
     report = extract_and_score(
@@ -355,6 +343,7 @@ def _extract(args: argparse.Namespace) -> int:
         gt if gt is not None and gt.exists() else None,
         n_points=cfg.metric_points,
         fill=cfg.fill_cavities,
+        to_capture=field.capture_to_field.inverse() if field.capture_to_field is not None else None,
     )
     if "mesh" not in report:
         raise UserError(f"{args.checkpoint}: no surface to extract ({report.get('mesh_error')})")

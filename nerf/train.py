@@ -33,7 +33,7 @@ from .field import GridSpec, PlainDensity, RadianceField, SHColor, SmoothedDensi
 from .render import make_estimator, nerfacc_cuda_available, render_rays, update_estimator
 from .scene import BUILTIN_SCENES, make_scene
 
-__all__ = ["Trainer", "prepare_data", "build_field", "resolution_schedule", "total_variation"]
+__all__ = ["Trainer", "prepare_data", "build_field", "load_field", "resolution_schedule", "total_variation"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -101,6 +101,37 @@ def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> Radian
     return RadianceField(geo, SHColor(cspec, cfg.sh_degree))
 
 
+def load_field(checkpoint: str | Path) -> tuple[RadianceField, dict, NerfConfig]:
+    """The field of a checkpoint (CPU, eval mode), its payload and its config.
+
+    The field's ``capture_to_field`` is the run's normalisation, so ``field.clearance(x,
+    capture_frame=True)`` answers in the capture's own coordinates.
+
+    Example:
+        >>> field, payload, cfg = load_field("runs/lego/checkpoint.pt")     # doctest: +SKIP
+        >>> field.is_free(torch.tensor([[0.0, 0.0, 1.2]]), margin=0.02)      # doctest: +SKIP
+        tensor([True])
+    """
+    from geo_rs.config import validate_config
+
+    from .normalize import Similarity
+
+    payload = load_checkpoint(checkpoint)
+    cfg = validate_config(NerfConfig, payload["config"], where=f"{checkpoint} (saved config)")
+    bounds = payload["bounds"]
+    res = resolution_schedule(cfg)[payload["stage"]][1]
+    field = build_field(cfg, bounds, res, GridSpec.from_bounds(*bounds, cfg.grid_res).voxel)
+    try:
+        field.load_state_dict(payload["field"])
+    except RuntimeError as exc:
+        raise UserError(f"{checkpoint}: checkpoint does not fit its own config: "
+                        f"{' '.join(str(exc).split())[:160]}") from None
+    norm = payload.get("normalization")
+    if norm and norm.get("method") != "none":
+        field.capture_to_field = Similarity.from_dict(norm["capture_to_train"])
+    return field.eval(), payload, cfg
+
+
 def total_variation(theta: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of neighbouring voxels (anisotropic TV², as in Plenoxels/DVGO)."""
     return sum(torch.diff(theta, dim=d).pow(2).mean() for d in range(theta.dim()))
@@ -143,7 +174,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.field = build_field(cfg, self.bounds, self.schedule[0][1], self.final_voxel).to(self.device)
+        self.field = self._new_field(self.schedule[0][1])
         self.optimizer = self._make_optimizer()
         self.estimator, self.renderer = None, "dense"
         if self.device.type == "cuda":
@@ -175,6 +206,12 @@ class Trainer:
             self.rays_alpha = views.alpha.reshape(-1)[keep].to(self.device)
         if self.rays_o.shape[0] == 0:
             raise UserError(f"{self.data_root}: the masks exclude every training pixel")
+
+    def _new_field(self, res: int) -> RadianceField:
+        field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
+        if self.capture.normalization.method != "none":
+            field.capture_to_field = self.capture.normalization.transform
+        return field
 
     @property
     def checkpoint_path(self) -> Path:
@@ -361,7 +398,7 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save` (same model settings) into this trainer."""
         self.stage = payload["stage"]
         res = self.schedule[self.stage][1]
-        self.field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
+        self.field = self._new_field(res)
         try:
             self.field.load_state_dict(payload["field"])
             self.optimizer = self._make_optimizer()
