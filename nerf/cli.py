@@ -46,6 +46,7 @@ def register(subparsers) -> None:
     _register_make_scene(sub)
     _register_train(sub)
     _register_extract(sub)
+    _register_render(sub)
     _register_demo(sub)
 
 
@@ -123,6 +124,30 @@ def _register_extract(sub) -> None:
     e.add_argument("checkpoint", help="a checkpoint.pt written by `geo-rs nerf train`")
     e.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     e.set_defaults(func=_extract)
+
+
+def _register_render(sub) -> None:
+    r = sub.add_parser("render", help="turntable of a checkpoint: colour and depth PNG frames, GIF and MP4",
+                       description="Render a turntable of a trained field: frames orbiting the scene's up axis "
+                                   "(+z of the training frame) around the box centre; colour_*.png, depth_*.png, "
+                                   "turntable_{color,depth}.gif and .mp4 (when an MP4 writer is available), "
+                                   "render_report.json.")
+    r.add_argument("checkpoint", help="a checkpoint.pt written by `geo-rs nerf train`")
+    r.add_argument("--orbit", type=int, default=36, metavar="N", help="frames in one full turn (frames, 1-3600; "
+                                                                       "default 36)")
+    r.add_argument("--out", default=None, help="output folder (default: CHECKPOINT's folder/turntable)")
+    r.add_argument("--elevation", type=float, default=None,
+                   help="camera elevation above the horizontal plane through the box centre (degrees, -90..90; "
+                        "default: the training cameras' median, else 20)")
+    r.add_argument("--radius", type=float, default=None,
+                   help="camera distance to the box centre (training-frame world units; default: the training "
+                        "cameras' median, else 2.5 box half-diagonals)")
+    r.add_argument("--width", type=int, default=None, help="frame width (pixels; default: the training images')")
+    r.add_argument("--height", type=int, default=None, help="frame height (pixels; default: the training "
+                                                            "images')")
+    r.add_argument("--fps", type=float, default=12.0, help="GIF/MP4 frame rate (frames per second; default 12)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r.set_defaults(func=_render)
 
 
 def _register_demo(sub) -> None:
@@ -353,6 +378,60 @@ def _extract(args: argparse.Namespace) -> int:
         mm = report["mesh_metrics"]
         msg += f"; Chamfer-L1 {mm['chamfer_l1']:.4f}, F-score@1% {mm['fscore']:.3f}"
     print(msg)
+    for name, why in report["not_produced"].items():
+        print(f"not produced: {name}: {why}")
+    return 0
+
+
+# -- render ----------------------------------------------------------------------------------------
+def _render(args: argparse.Namespace) -> int:
+    from geo_rs.checks import count, finite_number, positive_finite
+
+    count("--orbit", args.orbit, minimum=1, maximum=3600)
+    fps = positive_finite("--fps", args.fps, "frames per second")
+    if args.elevation is not None and not -90 <= finite_number("--elevation", args.elevation, "degrees") <= 90:
+        raise UserError(f"--elevation must lie in [-90, 90] degrees, got {args.elevation}")
+    if args.radius is not None:
+        positive_finite("--radius", args.radius, "world units")
+    for flag in ("width", "height"):
+        if getattr(args, flag) is not None:
+            count(f"--{flag}", getattr(args, flag), minimum=8, maximum=4096)
+    if args.threads is not None:
+        count("--threads", args.threads)
+    import numpy as np
+    import torch
+
+    from geo_rs.atomic import write_json
+
+    from .dataset import background_rgb
+    from .train import load_field
+    from .turntable import orbit_poses, render_turntable, write_turntable
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    field, payload, cfg = load_field(args.checkpoint)
+    bounds = payload["bounds"]
+    cams = payload.get("cameras") or {}
+    centre = 0.5 * (np.asarray(bounds[0]) + np.asarray(bounds[1]))
+    half_diag = 0.5 * float(np.linalg.norm(np.asarray(bounds[1]) - np.asarray(bounds[0])))
+    radius = args.radius or cams.get("radius", 2.5 * half_diag)
+    elevation = args.elevation if args.elevation is not None else cams.get("elevation_deg", 20.0)
+    width = args.width or cams.get("width", 200)
+    height = args.height or (cams.get("height", width) if args.width is None else
+                             round(width * cams.get("height", width) / cams.get("width", width)))
+    focal = cams.get("focal", width) * width / cams.get("width", width)  # the training field of view
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "turntable"
+    step = cfg.step_voxels * field.spec.voxel
+    print(f"rendering {args.orbit} frames of {width}x{height} at distance {radius:.3g}, elevation "
+          f"{elevation:.1f}° ...", flush=True)
+    colours, depths = render_turntable(field, orbit_poses(args.orbit, centre, radius, elevation), height, width,
+                                       focal, bounds, step, background_rgb(cfg.background))
+    report = write_turntable(out, colours, depths, fps)
+    report.update({"checkpoint": str(args.checkpoint), "radius": radius, "elevation_deg": elevation,
+                   "size": [width, height], "focal": focal, "fps": fps, "up_axis": "+z (training frame)"})
+    write_json(out / "render_report.json", report, indent=1)
+    print(f"turntable in {out}: {', '.join(report['outputs'])}" +
+          (f" (MP4 via {report['mp4_writer']})" if "mp4_writer" in report else ""))
     for name, why in report["not_produced"].items():
         print(f"not produced: {name}: {why}")
     return 0

@@ -207,6 +207,12 @@ class Trainer:
         if self.rays_o.shape[0] == 0:
             raise UserError(f"{self.data_root}: the masks exclude every training pixel")
 
+    def _camera_summary(self) -> dict:
+        from .turntable import camera_summary
+
+        v = self.train_views
+        return camera_summary(v.c2w, v.intrinsics, v.height, v.width, self.bounds)
+
     def _new_field(self, res: int) -> RadianceField:
         field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
         if self.capture.normalization.method != "none":
@@ -387,6 +393,7 @@ class Trainer:
             "history": self.history,
             "bounds": self.bounds,
             "normalization": self.capture.normalization.to_dict(),
+            "cameras": self._camera_summary(),
             "data_root": str(self.data_root),
             "gt_mesh": str(self.gt_mesh) if self.gt_mesh else None,
         }
