@@ -173,8 +173,8 @@ def undistort_points_naive(xd, yd, dist) -> tuple:
     pts = np.stack([np.asarray(xd, np.float64), np.asarray(yd, np.float64)], -1).reshape(-1, 1, 2)
     coeffs = np.zeros(5)
     coeffs[: len(dist)] = dist
-    out = cv2.undistortPointsIter(pts, np.eye(3), coeffs, None, np.eye(3),
-                                  (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-14))
+    out = cv2.undistortPoints(pts, np.eye(3), coeffs, R=np.eye(3), P=np.eye(3),
+                              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-14))
     return out[:, 0, 0].reshape(np.shape(xd)), out[:, 0, 1].reshape(np.shape(xd))
 
 
