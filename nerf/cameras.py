@@ -161,7 +161,8 @@ def undistort_points(xd: torch.Tensor, yd: torch.Tensor, dist: torch.Tensor,
     rx, ry = distort_points(x, y, dist)
     err = torch.maximum((rx - xd).abs(), (ry - yd).abs())
     if not bool((err <= 1e-6 * (1 + xd.abs() + yd.abs())).all()):
-        raise UserError(f"lens distortion {dist.reshape(-1, dist.shape[-1])[0].tolist()} (k1, k2, p1, p2, k3) "
+        raise UserError(f"lens distortion {dist.reshape(-1, dist.shape[-1])[0].tolist()} (k1, k2, p1, p2, "
+                        f"k3) "
                         "cannot be inverted over the whole image: not an OpenCV (perspective) lens?")
     return x, y
 

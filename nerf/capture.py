@@ -82,7 +82,8 @@ class Capture:
     def report(self) -> dict:
         return {"format": self.format, "source": str(self.source), "split": self.split,
                 "train_views": len(self.train), "test_views": len(self.test),
-                "image_size": [self.train.width, self.train.height], "normalization": self.normalization.to_dict()}
+                "image_size": [self.train.width,
+                               self.train.height], "normalization": self.normalization.to_dict()}
 
 
 def capture_format(data: str | Path) -> tuple[str, Path]:
@@ -218,7 +219,8 @@ def _split_from_lists(meta: dict, names: list[str], path: Path):
         lists[key] = [index[norm(e)] for e in entries]
     test = lists["test_filenames"] or lists["val_filenames"]
     if not lists["train_filenames"] or not test:
-        raise UserError(f"{path}: train_filenames and test_filenames (or val_filenames) must both be non-empty")
+        raise UserError(f"{path}: train_filenames and test_filenames (or val_filenames) must both be "
+                        f"non-empty")
     return lists["train_filenames"], test, "train_filenames / test_filenames of the capture"
 
 
@@ -390,16 +392,19 @@ def load_colmap(root: str | Path, background: str = "white", half_res: bool = Fa
 # -- one entry point ---------------------------------------------------------------------------------
 def _blender_capture(root: Path, background: str, half_res: bool, normalize: str, bounds) -> Capture:
     if normalize not in ("auto", "none"):
-        raise UserError(f"normalize: {normalize!r} is for captures (transforms.json, COLMAP); a Blender-layout "
+        raise UserError(f"normalize: {normalize!r} is for captures (transforms.json, COLMAP); a "
+                        f"Blender-layout "
                         f"scene ({root}) is used in its own coordinates (normalize: none)")
     info = load_scene_info(root)
     train = load_blender(root, "train", half_res, background=background)
     test = load_blender(root, "test", half_res, background=background)
     box = tuple(tuple(map(float, b)) for b in (bounds or info.bounds))
     norm = Normalization(Similarity(), box, "none",
-                         ["Blender layout: own coordinates, box from scene.json" if info.bounds != DEFAULT_BOUNDS
+                         ["Blender layout: own coordinates, box from "
+                          "scene.json" if info.bounds != DEFAULT_BOUNDS
                           else "Blender layout: own coordinates, default box [-1.5, 1.5]^3"])
-    return Capture(train, test, box, info.gt_mesh, norm, "blender", root, "transforms_train / transforms_test")
+    return Capture(train, test, box, info.gt_mesh, norm, "blender", root, "transforms_train / "
+                                                                          "transforms_test")
 
 
 def load_capture(data: str | Path, background: str = "white", half_res: bool = False, normalize: str = "auto",
@@ -444,5 +449,6 @@ def load_capture(data: str | Path, background: str = "white", half_res: bool = F
             norm.notes.append("box from the config's bounds")
     views = views.transformed(norm.transform)
     gt = path.parent / "mesh_gt.ply" if path.is_file() else path / "mesh_gt.ply"
-    return Capture(views.subset(train), views.subset(test), norm.bounds, gt if gt.is_file() else None, norm, fmt,
+    return Capture(views.subset(train), views.subset(test), norm.bounds, gt if gt.is_file() else None, norm,
+                   fmt,
                    path, how)

@@ -72,18 +72,22 @@ def write_capture(out: str | Path, fmt: str, c2ws: np.ndarray, rgba: np.ndarray,
     if fmt == "transforms":
         meta = {"camera_model": "OPENCV", "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height,
                 "k1": k1, "k2": k2, "p1": p1, "p2": p2, "aabb_scale": 1,
-                "frames": [{"file_path": f"images/{n}", "transform_matrix": c.tolist()} for n, c in zip(names, c2ws)]}
+                "frames": [{"file_path": f"images/{n}", "transform_matrix": c.tolist()} for n,
+                           c in zip(names, c2ws)]}
         write_json(out / "transforms.json", meta, indent=1)
         return out / "transforms.json"
     sparse = out / "sparse" / "0"
     write_text(sparse / "cameras.txt", "# CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
-                                       f"1 OPENCV {width} {height} {fx!r} {fy!r} {cx!r} {cy!r} {k1!r} {k2!r} {p1!r} {p2!r}\n")
+                                       f"1 OPENCV {width} {height} {fx!r} {fy!r} {cx!r} {cy!r} {k1!r} "
+                                       f"{k2!r} {p1!r} {p2!r}\n")
     lines = ["# IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "# POINTS2D[] as (X, Y, POINT3D_ID)"]
     for i, (name, c2w) in enumerate(zip(names, c2ws), 1):
         q, t = c2w_to_colmap(c2w)
         lines += [" ".join([str(i), *(repr(float(v)) for v in (*q, *t)), "1", name]), ""]
     write_text(sparse / "images.txt", "\n".join(lines) + "\n")
     pts = gt_mesh.sample(n_points, seed=seed) if n_points else np.zeros((0, 3))
-    rows = [f"{i} {float(p[0])!r} {float(p[1])!r} {float(p[2])!r} 128 128 128 0.5" for i, p in enumerate(np.asarray(pts), 1)]
-    write_text(sparse / "points3D.txt", "# POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[]\n" + "\n".join(rows) + "\n")
+    rows = [f"{i} {float(p[0])!r} {float(p[1])!r} {float(p[2])!r} 128 128 128 "
+            f"0.5" for i, p in enumerate(np.asarray(pts), 1)]
+    write_text(sparse / "points3D.txt", "# POINT3D_ID, X, Y, Z, R, G, B, ERROR, "
+                                        "TRACK[]\n" + "\n".join(rows) + "\n")
     return out

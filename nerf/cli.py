@@ -70,22 +70,23 @@ def _register_make_scene(sub) -> None:
                                                        "default 0)")
     m.add_argument("--format", choices=["blender", "transforms", "colmap"], default="blender",
                    help="blender: transforms_{train,val,test}.json (square, centred camera); transforms: one "
-                        "instant-ngp/nerfstudio transforms.json; colmap: a COLMAP text model with sparse points "
-                        "— the last two without a split, like a user's capture (default blender)")
-    m.add_argument("--width", type=int, default=None, help="capture formats: image width (pixels; default --res)")
+                        "instant-ngp/nerfstudio transforms.json; colmap: a COLMAP text model with sparse "
+                        "points — the last two without a split, like a user's capture (default blender)")
+    m.add_argument("--width", type=int, default=None, help="capture formats: image width (pixels; default "
+                                                           "--res)")
     m.add_argument("--height", type=int, default=None, help="capture formats: image height (pixels; default "
                                                             "the width)")
-    m.add_argument("--cx", type=float, default=None, help="capture formats: principal point x (pixels from the "
-                                                          "left edge; default the image centre)")
-    m.add_argument("--cy", type=float, default=None, help="capture formats: principal point y (pixels from the "
-                                                          "top edge; default the image centre)")
+    m.add_argument("--cx", type=float, default=None, help="capture formats: principal point x (pixels from "
+                                                          "the left edge; default the image centre)")
+    m.add_argument("--cy", type=float, default=None, help="capture formats: principal point y (pixels from "
+                                                          "the top edge; default the image centre)")
     m.add_argument("--distortion", type=float, nargs=4, metavar=("K1", "K2", "P1", "P2"), default=None,
                    help="capture formats: OpenCV lens distortion of the rendered images (default: none)")
     m.add_argument("--capture-transform", type=float, nargs=7, default=None,
                    metavar=("SCALE", "RX", "RY", "RZ", "TX", "TY", "TZ"),
-                   help="capture formats: similarity applied to the world (poses, mesh_gt.ply, sparse points): "
-                        "scale, rotations about x, y, z (degrees), translation (world units); recorded in "
-                        "capture_truth.json (default: none)")
+                   help="capture formats: similarity applied to the world (poses, mesh_gt.ply, sparse "
+                        "points): scale, rotations about x, y, z (degrees), translation (world units); "
+                        "recorded in capture_truth.json (default: none)")
     m.add_argument("--out", required=True, help="output folder (created; required)")
     m.set_defaults(func=_make_scene)
 
@@ -128,24 +129,27 @@ def _register_extract(sub) -> None:
 
 def _register_render(sub) -> None:
     r = sub.add_parser("render", help="turntable of a checkpoint: colour and depth PNG frames, GIF and MP4",
-                       description="Render a turntable of a trained field: frames orbiting the scene's up axis "
-                                   "(+z of the training frame) around the box centre; colour_*.png, depth_*.png, "
+                       description="Render a turntable of a trained field: frames orbiting the scene's up "
+                                   "axis (+z of the training frame) around the box centre; color_*.png, "
+                                   "depth_*.png, "
                                    "turntable_{color,depth}.gif and .mp4 (when an MP4 writer is available), "
                                    "render_report.json.")
     r.add_argument("checkpoint", help="a checkpoint.pt written by `geo-rs nerf train`")
-    r.add_argument("--orbit", type=int, default=36, metavar="N", help="frames in one full turn (frames, 1-3600; "
-                                                                       "default 36)")
+    r.add_argument("--orbit", type=int, default=36, metavar="N", help="frames in one full turn (frames, "
+                                                                       "1-3600; default 36)")
     r.add_argument("--out", default=None, help="output folder (default: CHECKPOINT's folder/turntable)")
     r.add_argument("--elevation", type=float, default=None,
-                   help="camera elevation above the horizontal plane through the box centre (degrees, -90..90; "
-                        "default: the training cameras' median, else 20)")
+                   help="camera elevation above the horizontal plane through the box centre (degrees, "
+                        "-90..90; default: the training cameras' median, else 20)")
     r.add_argument("--radius", type=float, default=None,
-                   help="camera distance to the box centre (training-frame world units; default: the training "
-                        "cameras' median, else 2.5 box half-diagonals)")
-    r.add_argument("--width", type=int, default=None, help="frame width (pixels; default: the training images')")
+                   help="camera distance to the box centre (training-frame world units; default: the "
+                        "training cameras' median, else 2.5 box half-diagonals)")
+    r.add_argument("--width", type=int, default=None, help="frame width (pixels; default: the training "
+                                                           "images')")
     r.add_argument("--height", type=int, default=None, help="frame height (pixels; default: the training "
                                                             "images')")
-    r.add_argument("--fps", type=float, default=12.0, help="GIF/MP4 frame rate (frames per second; default 12)")
+    r.add_argument("--fps", type=float, default=12.0, help="GIF/MP4 frame rate (frames per second; default "
+                                                           "12)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.set_defaults(func=_render)
 
@@ -178,7 +182,8 @@ def _make_scene(args: argparse.Namespace) -> int:
         return _make_capture(args)
     for flag in ("width", "height", "cx", "cy", "distortion", "capture_transform"):
         if getattr(args, flag) is not None:
-            raise UserError(f"--{flag.replace('_', '-')} needs --format transforms or colmap (the Blender layout "
+            raise UserError(f"--{flag.replace('_', '-')} needs --format transforms or colmap (the Blender "
+                            f"layout "
                             "has a square, centred pinhole camera)")
     from .scene import make_scene
 
@@ -241,7 +246,8 @@ def _check_data(data: str, origin: str) -> None:
         return
     what = "a file that is not a transforms.json" if p.exists() else "not found"
     raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder, a transforms.json "
-                    f"(or its folder), a COLMAP project or a built-in scene ({', '.join(BUILTIN_SCENE_NAMES)})")
+                    f"(or its folder), a COLMAP project or a built-in scene "
+                    f"({', '.join(BUILTIN_SCENE_NAMES)})")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -389,7 +395,8 @@ def _render(args: argparse.Namespace) -> int:
 
     count("--orbit", args.orbit, minimum=1, maximum=3600)
     fps = positive_finite("--fps", args.fps, "frames per second")
-    if args.elevation is not None and not -90 <= finite_number("--elevation", args.elevation, "degrees") <= 90:
+    if args.elevation is not None and not -90 <= finite_number("--elevation", args.elevation,
+                                                               "degrees") <= 90:
         raise UserError(f"--elevation must lie in [-90, 90] degrees, got {args.elevation}")
     if args.radius is not None:
         positive_finite("--radius", args.radius, "world units")
@@ -424,7 +431,8 @@ def _render(args: argparse.Namespace) -> int:
     step = cfg.step_voxels * field.spec.voxel
     print(f"rendering {args.orbit} frames of {width}x{height} at distance {radius:.3g}, elevation "
           f"{elevation:.1f}° ...", flush=True)
-    colours, depths = render_turntable(field, orbit_poses(args.orbit, centre, radius, elevation), height, width,
+    colours, depths = render_turntable(field, orbit_poses(args.orbit, centre, radius, elevation), height,
+                                       width,
                                        focal, bounds, step, background_rgb(cfg.background))
     report = write_turntable(out, colours, depths, fps)
     report.update({"checkpoint": str(args.checkpoint), "radius": radius, "elevation_deg": elevation,

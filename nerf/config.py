@@ -40,7 +40,8 @@ class NerfConfig(Schema):
 
     # -- data
     data: str = setting("lego", "training data: a Blender-layout folder, an instant-ngp/nerfstudio "
-                                "transforms.json (or its folder), a COLMAP project (text model), or a built-in "
+                                "transforms.json (or its folder), a COLMAP project (text model), or a "
+                                "built-in "
                                 "scene (lego, sphere, torus) rendered once into OUT/scene")
     scene_views: int = setting(100, "built-in scenes: training views to render", "views", ge=1, le=10_000)
     scene_res: int = setting(100, "built-in scenes: image width = height", "pixels", ge=8, le=4096)
@@ -48,7 +49,8 @@ class NerfConfig(Schema):
     half_res: bool = setting(False, "halve the images (2×2 average) and the focal length when loading")
     bounds: list[list[float]] | None = setting(
         None, "scene box [[xmin, ymin, zmin], [xmax, ymax, zmax]] in the training frame; unset: the scene's "
-              "scene.json (Blender layout), the normalisation's box (captures), else [-1.5, 1.5]³", "world units")
+              "scene.json (Blender layout), the normalisation's box (captures), else [-1.5, "
+              "1.5]³", "world units")
     normalize: Literal["auto", "none", "cameras", "points"] = setting(
         "auto", "scene normalisation (centre, scale, up → +z) of a capture: from the cameras' positions and "
                 "viewing directions, from COLMAP's sparse points, or none; auto: points when COLMAP has "
@@ -68,12 +70,14 @@ class NerfConfig(Schema):
     upsample_at: list[Fraction] = setting([0.3], "coarse-to-fine: upsample at these fractions of training",
                                           "fractions in (0, 1)")
     color_res: int | None = setting(None, "colour grid resolution (unset: grid_res)", "voxels", ge=8)
-    sigma_vox: float = setting(1.0, "final smoothing σ (σ_world = sigma_vox · final voxel): the σ of the certified "
+    sigma_vox: float = setting(1.0, "final smoothing σ (σ_world = sigma_vox · final voxel): the σ of the "
+                                    "certified "
                                     "weak SDF, the mesh and clearance()", "final voxels", gt=0)
     sigma_start_vox: float | None = setting(
         None, "σ schedule, coarse to fine: σ at the start of training, decaying geometrically to sigma_vox "
               "(unset: constant sigma_vox)", "final voxels", gt=0)
-    sigma_ramp: float = setting(0.6, "σ schedule: σ reaches sigma_vox at this fraction of training", "fraction",
+    sigma_ramp: float = setting(0.6, "σ schedule: σ reaches sigma_vox at this fraction of "
+                                     "training", "fraction",
                                 gt=0, le=1)
     alpha_start: float = setting(4.0, "occupancy eccentricity α at the start of the ramp", gt=0)
     alpha_end: float = setting(24.0, "occupancy eccentricity α at the end of the ramp", gt=0)

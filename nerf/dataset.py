@@ -75,11 +75,12 @@ class Views:
             return None if t is None else t[index]
 
         return Views(self.images[index], self.c2w[index], self.intrinsics[index], self.height, self.width,
-                     [self.names[i] for i in index], pick(self.distortion), pick(self.alpha), pick(self.valid),
-                     self.background)
+                     [self.names[i] for i in index], pick(self.distortion), pick(self.alpha),
+                     pick(self.valid), self.background)
 
     def transformed(self, sim) -> Views:
-        """The same views with camera poses mapped by a similarity ``sim`` (:class:`nerf.normalize.Similarity`)."""
+        """The same views with camera poses mapped by a similarity ``sim``
+        (:class:`nerf.normalize.Similarity`)."""
         c2w = torch.as_tensor(sim.apply_c2w(self.c2w.double().numpy()), dtype=torch.float32)
         return Views(self.images, c2w, self.intrinsics, self.height, self.width, self.names, self.distortion,
                      self.alpha, self.valid, self.background)

@@ -374,7 +374,8 @@ class RadianceField(nn.Module):
         limit = self.max_clearance(capture_frame)
         if margin >= limit:
             raise UserError(f"margin {margin:g} is not certifiable by this field: clearance saturates at "
-                            f"{limit:.4g} (~4 final σ); use a smaller margin or train with a larger sigma_vox")
+                            f"{limit:.4g} (~4 final σ); use a smaller margin or train with a larger "
+                            f"sigma_vox")
         c = self.clearance(points, capture_frame)
         return torch.nan_to_num(c, nan=-1.0) > margin
 

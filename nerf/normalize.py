@@ -78,7 +78,8 @@ class Similarity:
                           self.scale * self.rotation @ first.translation + self.translation)
 
     def to_dict(self) -> dict:
-        return {"scale": self.scale, "rotation": self.rotation.tolist(), "translation": self.translation.tolist(),
+        return {"scale": self.scale, "rotation": self.rotation.tolist(),
+                "translation": self.translation.tolist(),
                 "matrix": self.matrix.tolist()}
 
     @classmethod
@@ -153,7 +154,8 @@ def estimate_normalization(c2w: np.ndarray, intrinsics: np.ndarray, height: int,
         notes.append("camera up vectors cancel out: orientation kept")
     if method == "points":
         if points is None or len(points) < 8:
-            raise UserError("normalize: points needs a sparse point cloud (COLMAP points3D.txt with >= 8 points)")
+            raise UserError("normalize: points needs a sparse point cloud (COLMAP points3D.txt with >= 8 "
+                            "points)")
         p = points @ rot.T
         lo, hi = np.percentile(p, 2, axis=0), np.percentile(p, 98, axis=0)
         centre = 0.5 * (lo + hi)

@@ -282,8 +282,8 @@ def shade(mesh: trimesh.Trimesh, hit: dict[str, np.ndarray], dirs: np.ndarray) -
 
 
 def render_views(
-    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float | None = None, supersample: int = 2,
-    height: int | None = None, intrinsics=None, distortion=None,
+    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float | None = None,
+    supersample: int = 2, height: int | None = None, intrinsics=None, distortion=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """RGBA images (n, H, W, 4) in [0, 1] (straight alpha) and depth (n, H, W) (inf = miss).
 
@@ -307,7 +307,8 @@ def render_views(
     rgba, depth = [], []
     for c2w in c2ws:
         pose = torch.tensor(c2w, dtype=torch.float64)
-        o, d = (t.reshape(-1, 3).numpy() for t in pixel_rays(pose, height * ss, width * ss, k * ss, distortion=dist))
+        o, d = (t.reshape(-1, 3).numpy() for t in pixel_rays(pose, height * ss, width * ss, k * ss,
+                                                             distortion=dist))
         hit = cast(scene, o, d)
         ok = np.isfinite(hit["t_hit"])
         col = shade(mesh, hit, d) * ok[:, None]
@@ -435,7 +436,7 @@ def make_capture(
     train on (``transforms.json`` or the COLMAP folder).
 
     Example:
-        >>> make_capture("torus", "/tmp/cap", "colmap", views=8, width=40, height=30, cx=22.0)  # doctest: +SKIP
+        >>> make_capture("torus", "/tmp/cap", "colmap", views=8, width=40, cx=22.0)  # doctest: +SKIP
     """
     from .capture_write import write_capture
 
@@ -456,7 +457,8 @@ def make_capture(
     lo, hi = mesh.bounds
     half = math.atan(min(cx, width - cx, cy, height - cy) / focal)
     radius = 0.5 * float(np.linalg.norm(hi - lo)) / math.sin(0.9 * half)
-    c2ws = orbit_cameras(sphere_directions(views, "fibonacci", hemisphere=hemisphere), radius, 0.5 * (lo + hi))
+    c2ws = orbit_cameras(sphere_directions(views, "fibonacci", hemisphere=hemisphere), radius,
+                         0.5 * (lo + hi))
     intrinsics = (focal, focal, cx, cy)
     dist = None if distortion is None else [float(v) for v in distortion] + [0.0]
     rgba, _ = render_views(mesh, c2ws, width, height=height, intrinsics=intrinsics, distortion=dist)

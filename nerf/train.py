@@ -26,9 +26,9 @@ from geo_rs.atomic import write_json
 from geo_rs.training import Hook, LoopResult, TrainingLoop
 
 from .cameras import pixel_rays
+from .capture import load_capture
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import NerfConfig
-from .capture import load_capture
 from .field import GridSpec, PlainDensity, RadianceField, SHColor, SmoothedDensity
 from .render import make_estimator, nerfacc_cuda_available, render_rays, update_estimator
 from .scene import BUILTIN_SCENES, make_scene
@@ -65,7 +65,8 @@ def prepare_data(cfg: NerfConfig, out_dir: Path) -> Path:
     root = Path(cfg.data)
     if not root.exists():
         raise UserError(
-            f"data {cfg.data!r} is neither a scene folder, a transforms.json, a COLMAP project nor a built-in "
+            f"data {cfg.data!r} is neither a scene folder, a transforms.json, a COLMAP project nor a "
+            f"built-in "
             f"scene ({', '.join(sorted(BUILTIN_SCENES))})"
         )
     return root
@@ -162,7 +163,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.data_root = prepare_data(cfg, self.out)
-        self.capture = load_capture(self.data_root, cfg.background, cfg.half_res, cfg.normalize, cfg.test_every,
+        self.capture = load_capture(self.data_root, cfg.background, cfg.half_res, cfg.normalize,
+                                    cfg.test_every,
                                     cfg.bounds)
         self.gt_mesh = self.capture.gt_mesh
         self.bounds = [list(map(float, b)) for b in self.capture.bounds]
@@ -201,7 +203,8 @@ class Trainer:
         self.rays_alpha = None
         if self.cfg.background == "random":
             if views.alpha is None:
-                raise UserError(f"background: random needs images with an alpha channel; {self.data_root} has "
+                raise UserError(f"background: random needs images with an alpha channel; {self.data_root} "
+                                f"has "
                                 "none (use background: white or black)")
             self.rays_alpha = views.alpha.reshape(-1)[keep].to(self.device)
         if self.rays_o.shape[0] == 0:

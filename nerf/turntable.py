@@ -34,7 +34,8 @@ def camera_summary(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, wid
     rel = c2w[:, :3, 3].double().numpy() - centre
     dist = np.linalg.norm(rel, axis=1)
     elev = np.degrees(np.arcsin(np.clip(rel[:, 2] / np.maximum(dist, 1e-12), -1, 1)))
-    return {"centre": centre.tolist(), "radius": float(np.median(dist)), "elevation_deg": float(np.median(elev)),
+    return {"centre": centre.tolist(), "radius": float(np.median(dist)),
+            "elevation_deg": float(np.median(elev)),
             "width": int(width), "height": int(height), "focal": float(intrinsics[:, :2].mean())}
 
 
@@ -94,7 +95,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> str | None:
             import imageio.v3 as iio
 
             kwargs = {"codec": "libx264"} if plugin == "pyav" else {}
-            write_bytes(path, iio.imwrite("<bytes>", frames8, extension=".mp4", plugin=plugin, fps=fps, **kwargs))
+            write_bytes(path, iio.imwrite("<bytes>", frames8, extension=".mp4", plugin=plugin, fps=fps,
+                                          **kwargs))
             return f"imageio ({plugin})"
     try:
         import cv2

@@ -39,11 +39,13 @@ def files(tmp_path_factory):
     trainer.run()
     from nerf.scene import make_capture
 
-    colmap = make_capture("torus", root / "colmap", "colmap", views=4, width=16, height=12, gt_res=16, points=50)
+    colmap = make_capture("torus", root / "colmap", "colmap", views=4, width=16, height=12, gt_res=16,
+                          points=50)
     cams = colmap / "sparse" / "0" / "cameras.txt"
     fisheye = root / "fisheye"
     shutil.copytree(colmap, fisheye)
-    (fisheye / "sparse" / "0" / "cameras.txt").write_text(cams.read_text().replace("OPENCV", "OPENCV_FISHEYE"))
+    (fisheye / "sparse" / "0" / "cameras.txt").write_text(cams.read_text().replace("OPENCV",
+                                                                                   "OPENCV_FISHEYE"))
     (root / "corrupt").mkdir()
     (root / "corrupt" / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:200])
     return {"root": root, "scene": scene, "cfg": cfg, "run": run, "colmap": colmap, "fisheye": fisheye}
@@ -163,13 +165,16 @@ DATA_CASES = [
     ),
     (
         "random_background_without_alpha",
-        lambda f: [_config(f, "rb", yaml.safe_dump({"data": str(f["colmap"]), **TINY, "background": "random"}))],
+        lambda f: [_config(f, "rb", yaml.safe_dump({"data": str(f["colmap"]), **TINY,
+                                                    "background": "random"}))],
         ["background: random", "alpha", "colmap"],
     ),
-    ("normalize_unknown", lambda f: [_config(f, "nu", "normalize: magic")], ["nu.yaml", "normalize", "'magic'"]),
+    ("normalize_unknown", lambda f: [_config(f, "nu", "normalize: "
+                                                      "magic")], ["nu.yaml", "normalize", "'magic'"]),
     (
         "normalize_points_on_blender",
-        lambda f: [_config(f, "np", yaml.safe_dump({"data": str(f["scene"]), **TINY, "normalize": "points"}))],
+        lambda f: [_config(f, "np", yaml.safe_dump({"data": str(f["scene"]), **TINY,
+                                                    "normalize": "points"}))],
         ["normalize", "'points'", "Blender-layout"],
     ),
     ("sigma_start_below_final", lambda f: [_config(f, "ss", "sigma_vox: 2\nsigma_start_vox: 1")],
@@ -286,7 +291,8 @@ OTHER_CASES = [
     ),
     (
         "make_capture_zero_scale",
-        lambda f: ["make-scene", "torus", "--format", "transforms", "--capture-transform", "0", "0", "0", "0", "0",
+        lambda f: ["make-scene", "torus", "--format", "transforms", "--capture-transform", "0", "0", "0",
+                   "0", "0",
                    "0", "0", "--out", f["root"] / "m"],
         ["scale", "0"],
     ),

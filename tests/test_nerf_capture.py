@@ -11,8 +11,8 @@ import trimesh
 
 from geo_rs import UserError
 from nerf import pixel_rays
-from nerf.capture import load_capture, read_colmap, split_indices
 from nerf.cameras import distort_points, undistort_points, undistort_points_naive
+from nerf.capture import load_capture, read_colmap, split_indices
 from nerf.normalize import Similarity, focus_point
 from nerf.scene import make_capture, similarity_from_args
 
@@ -35,7 +35,8 @@ def capsule(tmp_path_factory):
 @pytest.fixture(scope="module")
 def captures(capsule, tmp_path_factory):
     root = tmp_path_factory.mktemp("captures")
-    return {fmt: make_capture(capsule, root / fmt, fmt, views=24, transform=TRUTH, gt_res=64, points=500, **SIZE)
+    return {fmt: make_capture(capsule, root / fmt, fmt, views=24, transform=TRUTH, gt_res=64, points=500,
+                              **SIZE)
             for fmt in ("transforms", "colmap")}
 
 
@@ -77,7 +78,8 @@ def test_both_formats_read_back_the_cameras_we_wrote(captures):
     for fmt, path in captures.items():
         cap = load_capture(path)
         assert (cap.train.width, cap.train.height) == (48, 36) and cap.train.images.shape[1:3] == (36, 48)
-        torch.testing.assert_close(cap.train.intrinsics[0], torch.tensor(truth["intrinsics"], dtype=torch.float32))
+        torch.testing.assert_close(cap.train.intrinsics[0], torch.tensor(truth["intrinsics"],
+                                                                         dtype=torch.float32))
         assert len(cap.test) == 3 and len(cap.train) == 21  # every 8th frame by name is a test view
         assert cap.normalization.method == ("points" if fmt == "colmap" else "cameras")
         # the recorded normalisation undoes the known similarity up to a turn about the up axis
@@ -137,7 +139,8 @@ def test_bad_capture_files_name_file_and_line(captures, tmp_path):
     cams = root / "sparse" / "0" / "cameras.txt"
     good = cams.read_text()
     cams.write_text(good.replace("OPENCV", "OPENCV_FISHEYE"))
-    with pytest.raises(UserError, match=r"cameras.txt: line 2: camera model 'OPENCV_FISHEYE' is not supported"):
+    with pytest.raises(UserError, match=r"cameras.txt: line 2: camera model 'OPENCV_FISHEYE' is not "
+                                        r"supported"):
         load_capture(root)
     cams.write_text(good.replace(" 48 36 ", " 64 36 "))
     with pytest.raises(UserError, match=r"camera 1 is 64x36 in cameras.txt but the image is 48x36"):
@@ -172,7 +175,8 @@ def test_training_on_our_own_capture_recovers_the_geometry(captures, capsule, fm
     from geo_rs import mesh_metrics
     from nerf import Trainer, load_config
 
-    cfg = load_config(None, data=str(captures[fmt]), steps=200, grid_res=32, coarse_res=32, rays_per_batch=1024,
+    cfg = load_config(None, data=str(captures[fmt]), steps=200, grid_res=32, coarse_res=32,
+                      rays_per_batch=1024,
                       eval_every=10_000, ckpt_every=10_000, ckpt_every_s=None, metric_points=5000,
                       sigma_start_vox=3.0, lr_final_ratio=0.3)
     trainer = Trainer(cfg, tmp_path, quiet=True)

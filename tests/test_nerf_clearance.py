@@ -91,7 +91,8 @@ def test_no_point_of_a_certified_ball_crosses_the_exact_smoothed_surface(sigma_v
     k = 24
     d = rng.normal(size=(len(x), k, 3))
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    scale = np.concatenate([np.full((len(x), k // 2, 1), 1 - 1e-9), rng.uniform(0, 1, (len(x), k // 2, 1))], 1)
+    scale = np.concatenate([np.full((len(x), k // 2, 1), 1 - 1e-9), rng.uniform(0, 1, (len(x), k // 2, 1))],
+                           1)
     y = (x[:, None] + d * scale * np.abs(c)[:, None, None]).reshape(-1, 3)
     f = _exact_smoothed(occ.numpy(), spec, sigma, np.concatenate([x, y])).reshape(-1)
     fx, fy = f[: len(x)], f[len(x):].reshape(len(x), k)

@@ -41,7 +41,8 @@ def test_render_writes_a_turntable(checkpoint, tmp_path, capsys):
         assert (out / f"depth_{i:03d}.png").exists()
     assert Image.open(out / "turntable_color.gif").n_frames == 5
     mp4 = [o for o in report["outputs"] if o.endswith(".mp4")]
-    assert mp4 == ["turntable_color.mp4", "turntable_depth.mp4"] or "turntable_color.mp4" in report["not_produced"]
+    assert mp4 == ["turntable_color.mp4",
+                   "turntable_depth.mp4"] or "turntable_color.mp4" in report["not_produced"]
     printed = capsys.readouterr().out
     assert "turntable in" in printed and ("MP4 via" in printed or "not produced" in printed)
     # the defaults follow the training cameras (stored in the checkpoint)
