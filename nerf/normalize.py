@@ -11,7 +11,7 @@ orbit it). :func:`estimate_normalization` finds ``x_train = s·R·x_capture + t`
   of ``distance · sin(half the narrowest field of view)`` (the sphere that just fits each view);
   s maps that radius to 1, and the box is ``[-1.1, 1.1]³`` (10 % margin) times ``aabb_scale``.
 * **centre and scale from sparse points** (COLMAP ``points3D.txt``) — the box between the 2nd and
-  98th percentiles of the points on each axis (outliers dropped), padded by 10 %, times
+  98th percentiles of the points on each axis (outliers dropped), padded by 25 %, times
   ``aabb_scale``; s maps its largest half-extent to 1.
 
 Everything is recorded (:meth:`Similarity.to_dict`) in ``report.json`` and the checkpoint, so meshes
@@ -159,10 +159,10 @@ def estimate_normalization(c2w: np.ndarray, intrinsics: np.ndarray, height: int,
         p = points @ rot.T
         lo, hi = np.percentile(p, 2, axis=0), np.percentile(p, 98, axis=0)
         centre = 0.5 * (lo + hi)
-        half = 0.5 * (hi - lo) * 1.1 * aabb_scale
+        half = 0.5 * (hi - lo) * 1.25 * aabb_scale  # the percentiles cut into the object: a wide margin
         half = np.maximum(half, 0.05 * half.max())  # a flat point cloud still gets a box
         scale = 1.0 / float(half.max())
-        notes.append(f"box from the 2nd-98th percentiles of {len(points)} sparse points, padded 10 %")
+        notes.append(f"box from the 2nd-98th percentiles of {len(points)} sparse points, padded 25 %")
         bounds = (tuple((-half * scale).tolist()), tuple((half * scale).tolist()))
     elif method == "cameras":
         centre_c, cond = focus_point(c2w)
