@@ -40,14 +40,13 @@ from geo_rs.checks import count
 from .dataset import (
     DEFAULT_BOUNDS,
     Views,
-    _image_path,
     _load_image,
     _read_json,
-    check_pose,
     check_size,
     load_blender,
     load_mask,
     load_scene_info,
+    read_frame,
     stack_views,
 )
 from .normalize import Normalization, Similarity, estimate_normalization
@@ -170,15 +169,8 @@ def load_transforms_json(path: str | Path, background: str = "white", half_res: 
     root = path.parent
     images, mats, intr, dists, masks, names = [], [], [], [], [], []
     for i, fr in enumerate(frames):
-        where = f"{path}: frame {i}"
-        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
-            raise UserError(f"{where}: needs 'file_path' and 'transform_matrix'")
-        if not isinstance(fr["file_path"], str) or not fr["file_path"]:
-            raise UserError(f"{where}: file_path must be a non-empty string, got {fr['file_path']!r}")
-        where = f"{path}: frame {i} ({fr['file_path']!r})"
-        mats.append(check_pose(fr["transform_matrix"], where))
-        img = _load_image(_image_path(root, fr["file_path"]), where)
-        check_size(images, img, where)
+        where, mat, img = read_frame(root, path, i, fr, images)
+        mats.append(mat)
         k, d = _frame_camera(meta, fr, img.shape[:2], where)
         if "mask_path" in fr:
             if not isinstance(fr["mask_path"], str):

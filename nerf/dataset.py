@@ -28,7 +28,7 @@ from geo_rs.checks import count, finite_number
 from .cameras import focal_from_angle
 
 __all__ = ["Views", "SceneInfo", "load_blender", "load_scene_info", "DEFAULT_BOUNDS", "background_rgb",
-           "stack_views", "check_pose", "load_mask"]
+           "stack_views", "check_pose", "load_mask", "read_frame"]
 
 DEFAULT_BOUNDS = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 
@@ -234,6 +234,21 @@ def check_size(images: list[np.ndarray], img: np.ndarray, where: str) -> None:
         )
 
 
+def read_frame(root: Path, path: Path, i: int, fr, images: list) -> tuple[str, np.ndarray, np.ndarray]:
+    """Frame ``i`` of a transforms file: checked entries, its pose and RGBA image (same size as
+    ``images`` so far). Returns ``(where, c2w, image)``; ``where`` names the file and frame for errors."""
+    where = f"{path}: frame {i}"
+    if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
+        raise UserError(f"{where}: needs 'file_path' and 'transform_matrix'")
+    if not isinstance(fr["file_path"], str) or not fr["file_path"]:
+        raise UserError(f"{where}: file_path must be a non-empty string, got {fr['file_path']!r}")
+    where = f"{path}: frame {i} ({fr['file_path']!r})"
+    mat = check_pose(fr["transform_matrix"], where)
+    img = _load_image(_image_path(root, fr["file_path"]), where)
+    check_size(images, img, where)
+    return where, mat, img
+
+
 def load_blender(
     root: str | Path, split: str = "train", half_res: bool = False, max_views: int | None = None,
     background: str = "white",
@@ -270,15 +285,7 @@ def load_blender(
         frames = frames[: count("max_views", max_views)]
     images, mats, names = [], [], []
     for i, fr in enumerate(frames):
-        where = f"{path}: frame {i}"
-        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
-            raise UserError(f"{where}: needs 'file_path' and 'transform_matrix'")
-        if not isinstance(fr["file_path"], str) or not fr["file_path"]:
-            raise UserError(f"{where}: file_path must be a non-empty string, got {fr['file_path']!r}")
-        where = f"{path}: frame {i} ({fr['file_path']!r})"
-        mat = check_pose(fr["transform_matrix"], where)
-        img = _load_image(_image_path(root, str(fr["file_path"])), where)
-        check_size(images, img, where)
+        _, mat, img = read_frame(root, path, i, fr, images)
         images.append(img)
         mats.append(mat)
         names.append(str(fr["file_path"]))
