@@ -191,3 +191,22 @@ def test_training_on_our_own_capture_recovers_the_geometry(captures, capsule, fm
     m = mesh_metrics(mesh, trimesh.load(capsule, force="mesh"), n_points=5000)
     diag = float(np.linalg.norm(np.ptp(trimesh.load(capsule).vertices, axis=0)))
     assert m["fscore"] > 0.5 and m["chamfer_l1"] / diag < 0.015, m
+
+
+@pytest.mark.parametrize("background", ["black", "random"])
+def test_backgrounds_composite_rgba_captures(captures, background, tmp_path):
+    from nerf import Trainer, load_config
+
+    cfg = load_config(None, data=str(captures["transforms"]), steps=3, grid_res=16, coarse_res=16,
+                      rays_per_batch=128, eval_every=1000, ckpt_every=1000, background=background)
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    views = trainer.train_views
+    empty = views.alpha == 0
+    assert empty.any() and views.alpha is not None
+    expected = 0.0 if background == "black" else 1.0  # random: stored on white, recomposited per ray
+    assert torch.all(views.images[empty] == expected)
+    assert trainer.rays_alpha is None if background == "black" else trainer.rays_alpha.shape[0] == \
+        trainer.rays_rgb.shape[0]
+    losses = [trainer.train_step()["loss"] for _ in range(3)]
+    assert all(np.isfinite(losses))
+    assert trainer.test_views.background == ((0.0,) * 3 if background == "black" else (1.0,) * 3)
