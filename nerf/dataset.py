@@ -3,7 +3,9 @@
 ``root/transforms_{split}.json`` holds ``camera_angle_x`` (horizontal field of view, radians) and
 ``frames``, each with ``file_path`` (relative to ``root``, usually without extension, e.g.
 ``./train/r_0``) and a 4×4 camera-to-world ``transform_matrix`` (OpenGL axes: camera looks down −z,
-y up). Images are RGBA PNGs composited on a white background (``rgb·a + (1 − a)``).
+y up). Images are RGBA PNGs composited on the background (white by default: ``rgb·a + (1 − a)``).
+:class:`Views` is shared by every layout (see :mod:`nerf.capture` for transforms.json and COLMAP):
+per-view intrinsics ``(fx, fy, cx, cy)``, optional distortion, alpha and loss masks.
 
 Optional geo-rs extension ``root/scene.json``: ``bounds`` (scene box) and ``gt_mesh`` (file name of
 the ground-truth surface). Without it the box defaults to [−1.5, 1.5]³, which holds the original

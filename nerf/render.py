@@ -1,4 +1,5 @@
-"""Volume rendering of a :class:`~nerf.field.RadianceField` with nerfacc, white background.
+"""Volume rendering of a :class:`~nerf.field.RadianceField` with nerfacc, on a background colour
+(white by default; one colour per ray for random-background training).
 
 CPU (and default): the dense path — every ray gets ``n`` uniformly spaced samples (``step`` apart,
 one random offset per ray when ``stratified``) inside the scene box, densities are turned into
