@@ -46,6 +46,7 @@ def register(subparsers) -> None:
     _register_make_scene(sub)
     _register_train(sub)
     _register_extract(sub)
+    _register_render(sub)
     _register_demo(sub)
 
 
@@ -67,6 +68,25 @@ def _register_make_scene(sub) -> None:
                                                              "(default: off, the whole sphere)")
     m.add_argument("--seed", type=int, default=0, help="seed of the random val/test directions (≥ 0; "
                                                        "default 0)")
+    m.add_argument("--format", choices=["blender", "transforms", "colmap"], default="blender",
+                   help="blender: transforms_{train,val,test}.json (square, centred camera); transforms: one "
+                        "instant-ngp/nerfstudio transforms.json; colmap: a COLMAP text model with sparse "
+                        "points — the last two without a split, like a user's capture (default blender)")
+    m.add_argument("--width", type=int, default=None, help="capture formats: image width (pixels; default "
+                                                           "--res)")
+    m.add_argument("--height", type=int, default=None, help="capture formats: image height (pixels; default "
+                                                            "the width)")
+    m.add_argument("--cx", type=float, default=None, help="capture formats: principal point x (pixels from "
+                                                          "the left edge; default the image centre)")
+    m.add_argument("--cy", type=float, default=None, help="capture formats: principal point y (pixels from "
+                                                          "the top edge; default the image centre)")
+    m.add_argument("--distortion", type=float, nargs=4, metavar=("K1", "K2", "P1", "P2"), default=None,
+                   help="capture formats: OpenCV lens distortion of the rendered images (default: none)")
+    m.add_argument("--capture-transform", type=float, nargs=7, default=None,
+                   metavar=("SCALE", "RX", "RY", "RZ", "TX", "TY", "TZ"),
+                   help="capture formats: similarity applied to the world (poses, mesh_gt.ply, sparse "
+                        "points): scale, rotations about x, y, z (degrees), translation (world units); "
+                        "recorded in capture_truth.json (default: none)")
     m.add_argument("--out", required=True, help="output folder (created; required)")
     m.set_defaults(func=_make_scene)
 
@@ -77,8 +97,9 @@ def _register_train(sub) -> None:
                                    "OUT/checkpoint.pt every --ckpt-every steps and --ckpt-every-s seconds; "
                                    "SIGINT/SIGTERM saves one and exits 130/143; --resume continues it.")
     t.add_argument("config_or_scene", metavar="CONFIG_OR_SCENE",
-                   help="YAML config (keys: nerf/config.py), a Blender-layout folder or a built-in scene "
-                        f"({', '.join(BUILTIN_SCENE_NAMES)}) trained with the default config")
+                   help="YAML config (keys: nerf/config.py), or the data trained with the default config: a "
+                        "Blender-layout folder, a transforms.json (or its folder), a COLMAP project or a "
+                        f"built-in scene ({', '.join(BUILTIN_SCENE_NAMES)})")
     t.add_argument("--out", required=True, help="output folder (created; required)")
     t.add_argument("--model", choices=["smoothed", "plain"], help=_h("model"))
     t.add_argument("--steps", type=int, help=_h("steps") + "; with --resume: the new total")
@@ -106,6 +127,33 @@ def _register_extract(sub) -> None:
     e.set_defaults(func=_extract)
 
 
+def _register_render(sub) -> None:
+    r = sub.add_parser("render", help="turntable of a checkpoint: colour and depth PNG frames, GIF and MP4",
+                       description="Render a turntable of a trained field: frames orbiting the scene's up "
+                                   "axis (+z of the training frame) around the box centre; color_*.png, "
+                                   "depth_*.png, "
+                                   "turntable_{color,depth}.gif and .mp4 (when an MP4 writer is available), "
+                                   "render_report.json.")
+    r.add_argument("checkpoint", help="a checkpoint.pt written by `geo-rs nerf train`")
+    r.add_argument("--orbit", type=int, default=36, metavar="N", help="frames in one full turn (frames, "
+                                                                       "1-3600; default 36)")
+    r.add_argument("--out", default=None, help="output folder (default: CHECKPOINT's folder/turntable)")
+    r.add_argument("--elevation", type=float, default=None,
+                   help="camera elevation above the horizontal plane through the box centre (degrees, "
+                        "-90..90; default: the training cameras' median, else 20)")
+    r.add_argument("--radius", type=float, default=None,
+                   help="camera distance to the box centre (training-frame world units; default: the "
+                        "training cameras' median, else 2.5 box half-diagonals)")
+    r.add_argument("--width", type=int, default=None, help="frame width (pixels; default: the training "
+                                                           "images')")
+    r.add_argument("--height", type=int, default=None, help="frame height (pixels; default: the training "
+                                                            "images')")
+    r.add_argument("--fps", type=float, default=12.0, help="GIF/MP4 frame rate (frames per second; default "
+                                                           "12)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r.set_defaults(func=_render)
+
+
 def _register_demo(sub) -> None:
     d = sub.add_parser("demo", help="end to end: Lego-like scene → smoothed field → certified-SDF mesh",
                        description="Render the built-in Lego-like scene, train the smoothed field within "
@@ -130,6 +178,13 @@ def _make_scene(args: argparse.Namespace) -> int:
     count("--test-views", args.test_views)
     count("--seed", args.seed, minimum=0)
     _check_source(args.source)
+    if args.format != "blender":
+        return _make_capture(args)
+    for flag in ("width", "height", "cx", "cy", "distortion", "capture_transform"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} needs --format transforms or colmap (the Blender "
+                            f"layout "
+                            "has a square, centred pinhole camera)")
     from .scene import make_scene
 
     t0 = time.perf_counter()
@@ -147,6 +202,23 @@ def _make_scene(args: argparse.Namespace) -> int:
         f"scene written to {out} ({args.views} train / {args.val_views} val / {args.test_views} test views "
         f"at {args.res}x{args.res}, ground truth mesh_gt.ply) in {time.perf_counter() - t0:.1f} s"
     )
+    return 0
+
+
+def _make_capture(args: argparse.Namespace) -> int:
+    from geo_rs.checks import count
+
+    from .scene import make_capture, similarity_from_args
+
+    width = count("--width", args.width if args.width is not None else args.res, minimum=8, maximum=4096)
+    height = count("--height", args.height, minimum=8, maximum=4096) if args.height is not None else width
+    transform = similarity_from_args(args.capture_transform) if args.capture_transform else None
+    t0 = time.perf_counter()
+    path = make_capture(args.source, args.out, args.format, views=args.views, width=width, height=height,
+                        cx=args.cx, cy=args.cy, distortion=args.distortion, transform=transform,
+                        hemisphere=args.hemisphere)
+    print(f"capture written to {path} ({args.views} views at {width}x{height}, no split; ground truth "
+          f"mesh_gt.ply and capture_truth.json in capture coordinates) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -169,11 +241,13 @@ def _is_yaml(arg: str) -> bool:
 def _check_data(data: str, origin: str) -> None:
     """Fail before any heavy import when the training data cannot exist."""
     p = Path(data)
-    if p.is_dir() or (data in BUILTIN_SCENE_NAMES and not p.exists()):
+    if p.is_dir() or (p.is_file() and p.suffix.lower() == ".json") or (data in BUILTIN_SCENE_NAMES
+                                                                        and not p.exists()):
         return
-    what = "a file" if p.exists() else "not found"
-    raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder or a built-in "
-                    f"scene ({', '.join(BUILTIN_SCENE_NAMES)})")
+    what = "a file that is not a transforms.json" if p.exists() else "not found"
+    raise UserError(f"{origin}: data {data!r} is {what}: expected a Blender-layout folder, a transforms.json "
+                    f"(or its folder), a COLMAP project or a built-in scene "
+                    f"({', '.join(BUILTIN_SCENE_NAMES)})")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -287,23 +361,11 @@ def _summarise(report: dict, out: Path) -> None:
 # -- extract-mesh ----------------------------------------------------------------------------------
 def _extract(args: argparse.Namespace) -> int:
     from geo_rs.atomic import write_json
-    from geo_rs.config import validate_config
 
-    from .checkpoint import load_checkpoint
     from .evaluate import extract_and_score
-    from .field import GridSpec
-    from .train import build_field, resolution_schedule
+    from .train import load_field
 
-    payload = load_checkpoint(args.checkpoint)
-    cfg = validate_config(NerfConfig, payload["config"], where=f"{args.checkpoint} (saved config)")
-    bounds = payload["bounds"]
-    res = resolution_schedule(cfg)[payload["stage"]][1]
-    field = build_field(cfg, bounds, res, GridSpec.from_bounds(*bounds, cfg.grid_res).voxel)
-    try:
-        field.load_state_dict(payload["field"])
-    except RuntimeError as exc:
-        raise UserError(f"{args.checkpoint}: checkpoint does not fit its own config: "
-                        f"{' '.join(str(exc).split())[:160]}") from None
+    field, payload, cfg = load_field(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     gt = Path(payload["gt_mesh"]) if payload.get("gt_mesh") else None
     report = extract_and_score(
@@ -312,6 +374,7 @@ def _extract(args: argparse.Namespace) -> int:
         gt if gt is not None and gt.exists() else None,
         n_points=cfg.metric_points,
         fill=cfg.fill_cavities,
+        to_capture=field.capture_to_field.inverse() if field.capture_to_field is not None else None,
     )
     if "mesh" not in report:
         raise UserError(f"{args.checkpoint}: no surface to extract ({report.get('mesh_error')})")
@@ -321,6 +384,62 @@ def _extract(args: argparse.Namespace) -> int:
         mm = report["mesh_metrics"]
         msg += f"; Chamfer-L1 {mm['chamfer_l1']:.4f}, F-score@1% {mm['fscore']:.3f}"
     print(msg)
+    for name, why in report["not_produced"].items():
+        print(f"not produced: {name}: {why}")
+    return 0
+
+
+# -- render ----------------------------------------------------------------------------------------
+def _render(args: argparse.Namespace) -> int:
+    from geo_rs.checks import count, finite_number, positive_finite
+
+    count("--orbit", args.orbit, minimum=1, maximum=3600)
+    fps = positive_finite("--fps", args.fps, "frames per second")
+    if args.elevation is not None and not -90 <= finite_number("--elevation", args.elevation,
+                                                               "degrees") <= 90:
+        raise UserError(f"--elevation must lie in [-90, 90] degrees, got {args.elevation}")
+    if args.radius is not None:
+        positive_finite("--radius", args.radius, "world units")
+    for flag in ("width", "height"):
+        if getattr(args, flag) is not None:
+            count(f"--{flag}", getattr(args, flag), minimum=8, maximum=4096)
+    if args.threads is not None:
+        count("--threads", args.threads)
+    import numpy as np
+    import torch
+
+    from geo_rs.atomic import write_json
+
+    from .dataset import background_rgb
+    from .train import load_field
+    from .turntable import orbit_poses, render_turntable, write_turntable
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    field, payload, cfg = load_field(args.checkpoint)
+    bounds = payload["bounds"]
+    cams = payload.get("cameras") or {}
+    centre = 0.5 * (np.asarray(bounds[0]) + np.asarray(bounds[1]))
+    half_diag = 0.5 * float(np.linalg.norm(np.asarray(bounds[1]) - np.asarray(bounds[0])))
+    radius = args.radius or cams.get("radius", 2.5 * half_diag)
+    elevation = args.elevation if args.elevation is not None else cams.get("elevation_deg", 20.0)
+    width = args.width or cams.get("width", 200)
+    height = args.height or (cams.get("height", width) if args.width is None else
+                             round(width * cams.get("height", width) / cams.get("width", width)))
+    focal = cams.get("focal", width) * width / cams.get("width", width)  # the training field of view
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "turntable"
+    step = cfg.step_voxels * field.spec.voxel
+    print(f"rendering {args.orbit} frames of {width}x{height} at distance {radius:.3g}, elevation "
+          f"{elevation:.1f}° ...", flush=True)
+    colours, depths = render_turntable(field, orbit_poses(args.orbit, centre, radius, elevation), height,
+                                       width,
+                                       focal, bounds, step, background_rgb(cfg.background))
+    report = write_turntable(out, colours, depths, fps)
+    report.update({"checkpoint": str(args.checkpoint), "radius": radius, "elevation_deg": elevation,
+                   "size": [width, height], "focal": focal, "fps": fps, "up_axis": "+z (training frame)"})
+    write_json(out / "render_report.json", report, indent=1)
+    print(f"turntable in {out}: {', '.join(report['outputs'])}" +
+          (f" (MP4 via {report['mp4_writer']})" if "mp4_writer" in report else ""))
     for name, why in report["not_produced"].items():
         print(f"not produced: {name}: {why}")
     return 0

@@ -39,15 +39,27 @@ class NerfConfig(Schema):
     model_config = ConfigDict(allow_inf_nan=False)
 
     # -- data
-    data: str = setting("lego", "training data: a Blender-layout folder, or a built-in scene (lego, sphere, "
-                                "torus) rendered once into OUT/scene")
+    data: str = setting("lego", "training data: a Blender-layout folder, an instant-ngp/nerfstudio "
+                                "transforms.json (or its folder), a COLMAP project (text model), or a "
+                                "built-in "
+                                "scene (lego, sphere, torus) rendered once into OUT/scene")
     scene_views: int = setting(100, "built-in scenes: training views to render", "views", ge=1, le=10_000)
     scene_res: int = setting(100, "built-in scenes: image width = height", "pixels", ge=8, le=4096)
     scene_test_views: int = setting(20, "built-in scenes: test views to render", "views", ge=1, le=10_000)
     half_res: bool = setting(False, "halve the images (2×2 average) and the focal length when loading")
     bounds: list[list[float]] | None = setting(
-        None, "scene box [[xmin, ymin, zmin], [xmax, ymax, zmax]]; unset: the scene's scene.json, "
-              "else [-1.5, 1.5]³", "world units")
+        None, "scene box [[xmin, ymin, zmin], [xmax, ymax, zmax]] in the training frame; unset: the scene's "
+              "scene.json (Blender layout), the normalisation's box (captures), else [-1.5, "
+              "1.5]³", "world units")
+    normalize: Literal["auto", "none", "cameras", "points"] = setting(
+        "auto", "scene normalisation (centre, scale, up → +z) of a capture: from the cameras' positions and "
+                "viewing directions, from COLMAP's sparse points, or none; auto: points when COLMAP has "
+                "them, else cameras; none for the Blender layout (recorded in report.json)")
+    background: Literal["white", "black", "random"] = setting(
+        "white", "colour behind the scene: images with alpha are composited on it and renders use it; "
+                 "random: a random colour per ray in training (needs alpha), white in evaluation")
+    test_every: int = setting(8, "captures without a split: every this-many-th frame (by file name) is a "
+                                 "test view", "frames", ge=2)
 
     # -- model
     model: Literal["smoothed", "plain"] = setting(
@@ -58,7 +70,15 @@ class NerfConfig(Schema):
     upsample_at: list[Fraction] = setting([0.3], "coarse-to-fine: upsample at these fractions of training",
                                           "fractions in (0, 1)")
     color_res: int | None = setting(None, "colour grid resolution (unset: grid_res)", "voxels", ge=8)
-    sigma_vox: float = setting(1.0, "smoothing σ (σ_world = sigma_vox · final voxel)", "final voxels", gt=0)
+    sigma_vox: float = setting(1.0, "final smoothing σ (σ_world = sigma_vox · final voxel): the σ of the "
+                                    "certified "
+                                    "weak SDF, the mesh and clearance()", "final voxels", gt=0)
+    sigma_start_vox: float | None = setting(
+        None, "σ schedule, coarse to fine: σ at the start of training, decaying geometrically to sigma_vox "
+              "(unset: constant sigma_vox)", "final voxels", gt=0)
+    sigma_ramp: float = setting(0.6, "σ schedule: σ reaches sigma_vox at this fraction of "
+                                     "training", "fraction",
+                                gt=0, le=1)
     alpha_start: float = setting(4.0, "occupancy eccentricity α at the start of the ramp", gt=0)
     alpha_end: float = setting(24.0, "occupancy eccentricity α at the end of the ramp", gt=0)
     alpha_ramp: float = setting(0.7, "α ramps linearly over this fraction of training", "fraction",
@@ -114,6 +134,9 @@ class NerfConfig(Schema):
     def _consistent(self) -> NerfConfig:
         if self.coarse_res is not None and self.coarse_res > self.grid_res:
             raise ValueError(f"coarse_res {self.coarse_res} must be <= grid_res {self.grid_res}")
+        if self.sigma_start_vox is not None and self.sigma_start_vox < self.sigma_vox:
+            raise ValueError(f"sigma_start_vox {self.sigma_start_vox} must be >= sigma_vox {self.sigma_vox} "
+                             "(the schedule goes coarse to fine)")
         if self.alpha_end < self.alpha_start:
             raise ValueError(f"alpha_end {self.alpha_end} must be >= alpha_start {self.alpha_start}")
         check_memory(training_bytes(self), f"grid_res {self.grid_res} (a {self.grid_res}³ grid with its "

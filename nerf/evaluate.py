@@ -124,7 +124,8 @@ def save_compare(path: str | Path, gt: np.ndarray, render: np.ndarray, depth: np
 def render_test_views(
     field, views, bounds, step: float, out_dir: Path | None = None, n_views: int | None = None, estimator=None
 ) -> dict:
-    """Render test views; return mean PSNR/SSIM and per-view PSNR. With ``out_dir``, write per view
+    """Render test views (each with its own intrinsics and distortion, on ``views.background``); return
+    mean PSNR/SSIM and per-view PSNR (over the pixels a mask keeps, if any). With ``out_dir``, write per view
     ``r_<i>.png`` (render), ``r_<i>_depth.png`` and a labelled side-by-side ``r_<i>_compare.png``
     (ground truth | render | depth with its colour bar)."""
     n = len(views) if n_views is None else min(n_views, len(views))
@@ -132,12 +133,19 @@ def render_test_views(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
+        dist = views.distortion[i] if views.distortion is not None else None
         out = render_image(
-            field, views.c2w[i], views.height, views.width, views.focal, bounds, step, estimator=estimator
+            field, views.c2w[i], views.height, views.width, views.intrinsics[i], bounds, step,
+            estimator=estimator, background=torch.tensor(views.background), distortion=dist,
         )
         rgb, gt = out["rgb"].cpu(), views.images[i]
-        psnrs.append(psnr(rgb, gt))
-        ssims.append(ssim(rgb, gt))
+        if views.valid is not None:  # masked-out pixels: excluded from PSNR, perfect agreement in SSIM
+            keep = views.valid[i]
+            psnrs.append(psnr(rgb[keep], gt[keep]))
+            ssims.append(ssim(rgb, torch.where(keep[..., None], gt, rgb.clamp(0, 1))))
+        else:
+            psnrs.append(psnr(rgb, gt))
+            ssims.append(ssim(rgb, gt))
         if out_dir is not None:
             depth, opacity = out["depth"].cpu().numpy(), out["opacity"].cpu().numpy()
             save_png(out_dir / f"r_{i}.png", rgb.numpy())
@@ -184,6 +192,7 @@ def extract_and_score(
     title: str = "",
     n_points: int = 100_000,
     fill: bool = True,
+    to_capture=None,
 ) -> dict:
     """Marching cubes of the field's level grid (weak SDF for the smoothed model) → ``mesh.ply``;
     ``sdf_slices.png`` axis cuts; mesh metrics against the ground truth when given. With ``fill``
@@ -192,6 +201,10 @@ def extract_and_score(
     Returns a dict with ``outputs`` (files written, relative to ``out_dir``) and ``not_produced``
     (output → reason), e.g. ``{"mesh.ply": "no surface at level 0.0: ..."}``; a mesh left over from an
     earlier run in ``out_dir`` is removed when none is produced.
+
+    ``to_capture``: the training → capture similarity (:class:`nerf.normalize.Similarity`) of a
+    normalised capture. Then ``mesh_capture.ply`` (the mesh in the capture's coordinates) is written
+    too, and the metrics compare it with ``gt_mesh_path``, which is in capture coordinates.
     """
     import trimesh
 
@@ -216,6 +229,11 @@ def extract_and_score(
     report["outputs"].append("mesh.ply")
     report["mesh"] = str(out_dir / "mesh.ply")
     report["mesh_faces"] = int(len(mesh.faces))
+    if to_capture is not None:
+        mesh = trimesh.Trimesh(to_capture.apply(mesh.vertices), mesh.faces, process=False)
+        geo_rs.export_mesh(mesh, out_dir / "mesh_capture.ply")
+        report["outputs"].append("mesh_capture.ply")
+        report["mesh_capture"] = str(out_dir / "mesh_capture.ply")
     if gt_mesh_path is not None and Path(gt_mesh_path).exists():
         gt = trimesh.load(gt_mesh_path, force="mesh")
         metrics = geo_rs.mesh_metrics(mesh, gt, n_points=n_points)

@@ -1,4 +1,5 @@
-"""Volume rendering of a :class:`~nerf.field.RadianceField` with nerfacc, white background.
+"""Volume rendering of a :class:`~nerf.field.RadianceField` with nerfacc, on a background colour
+(white by default; one colour per ray for random-background training).
 
 CPU (and default): the dense path — every ray gets ``n`` uniformly spaced samples (``step`` apart,
 one random offset per ray when ``stratified``) inside the scene box, densities are turned into
@@ -47,12 +48,13 @@ def render_rays(
     step: float,
     stratified: bool = False,
     generator: torch.Generator | None = None,
-    background: float = 1.0,
+    background: float | torch.Tensor = 1.0,
     weight_eps: float = 1e-4,
     estimator=None,
 ) -> dict[str, torch.Tensor]:
     """Render rays (N, 3) through ``field`` whose per-step grid is ``grid`` (= ``field.prepare()``).
 
+    ``background``: a grey level, an (3,) colour or an (N, 3) colour per ray (random backgrounds).
     Returns ``rgb`` (N, 3) composited on ``background``, ``depth`` (N,) expected distance along the
     (unit) ray of the visible surface (normalised by opacity; 0 where empty), ``opacity`` (N,).
     """
@@ -77,7 +79,7 @@ def render_rays(
     opacity = nerfacc.accumulate_along_rays(weights, None)[:, 0]
     depth = nerfacc.accumulate_along_rays(weights, t_mid[..., None])[:, 0]
     return {
-        "rgb": rgb + background * (1 - opacity[:, None]),
+        "rgb": rgb + _background(background, origins) * (1 - opacity[:, None]),
         "depth": depth / opacity.clamp_min(1e-6),
         "opacity": opacity,
     }
@@ -136,12 +138,18 @@ def _render_estimator(field, grid, origins, dirs, bmin, bmax, step, stratified, 
         render_step_size=step,
         stratified=stratified,
     )
-    bkgd = torch.full((3,), background, device=origins.device)
     rgb, opacity, depth, _ = nerfacc.rendering(
-        t_starts, t_ends, ray_indices, n_rays=origins.shape[0], rgb_sigma_fn=rgb_sigma_fn, render_bkgd=bkgd
+        t_starts, t_ends, ray_indices, n_rays=origins.shape[0], rgb_sigma_fn=rgb_sigma_fn
     )
+    rgb = rgb + _background(background, origins) * (1 - opacity)
     opacity = opacity[:, 0]
     return {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity}  # nerfacc already normalises depth
+
+
+def _background(background, origins: torch.Tensor) -> torch.Tensor:
+    """(1, 1), (1, 3) or (N, 3) colour behind the rays."""
+    bg = torch.as_tensor(background, dtype=origins.dtype, device=origins.device)
+    return bg.reshape(1, 1) if bg.dim() == 0 else bg.reshape(-1, 3)
 
 
 @torch.no_grad()
@@ -150,18 +158,23 @@ def render_image(
     c2w: torch.Tensor,
     height: int,
     width: int,
-    focal: float,
+    intrinsics,
     bounds,
     step: float,
     chunk: int = 4096,
-    background: float = 1.0,
+    background: float | torch.Tensor = 1.0,
     estimator=None,
+    distortion: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render one full image: ``rgb`` (H, W, 3), ``depth`` (H, W), ``opacity`` (H, W)."""
+    """Render one full image: ``rgb`` (H, W, 3), ``depth`` (H, W), ``opacity`` (H, W).
+
+    ``intrinsics``: a focal length in pixels or ``(fx, fy, cx, cy)``; ``distortion``: OpenCV
+    ``(k1, k2, p1, p2, k3)`` or None (see :func:`nerf.cameras.pixel_rays`).
+    """
     from .cameras import pixel_rays
 
     dev = next(field.parameters()).device
-    o, d = pixel_rays(c2w.to(dev), height, width, focal)
+    o, d = pixel_rays(c2w.to(dev), height, width, intrinsics, distortion=distortion)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     grid = field.prepare()
     outs = [

@@ -34,10 +34,11 @@ import trimesh
 
 from geo_rs import UserError
 from geo_rs.atomic import write_bytes, write_json
-from geo_rs.checks import count, finite_number, positive_finite
+from geo_rs.checks import choice, count, finite_number, positive_finite
 from geo_rs.config import check_memory
 
 from .cameras import focal_from_angle, orbit_cameras, sphere_directions
+from .normalize import Similarity
 
 __all__ = [
     "Part",
@@ -50,6 +51,8 @@ __all__ = [
     "load_scene_mesh",
     "render_views",
     "make_scene",
+    "make_capture",
+    "similarity_from_args",
     "cast",
 ]
 
@@ -279,37 +282,42 @@ def shade(mesh: trimesh.Trimesh, hit: dict[str, np.ndarray], dirs: np.ndarray) -
 
 
 def render_views(
-    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float, supersample: int = 2
+    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float | None = None,
+    supersample: int = 2, height: int | None = None, intrinsics=None, distortion=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """RGBA images (n, res, res, 4) in [0, 1] (straight alpha) and depth (n, res, res) (inf = miss).
+    """RGBA images (n, H, W, 4) in [0, 1] (straight alpha) and depth (n, H, W) (inf = miss).
 
-    Depth is the distance along the central ray of each pixel.
+    ``res`` is the width W; ``height`` defaults to it. The camera is ``intrinsics`` ``(fx, fy, cx, cy)``
+    (pixels) with optional OpenCV ``distortion`` (k1, k2, p1, p2, k3), or a centred pinhole of
+    horizontal field of view ``camera_angle_x``. Rays come from :func:`nerf.cameras.pixel_rays` (the
+    loader's convention), ``supersample``² per pixel. Depth is the distance along each pixel's central ray.
     """
+    import torch
 
+    from .cameras import pixel_rays
+
+    width, height = res, height or res
+    if intrinsics is None:
+        focal = focal_from_angle(width, camera_angle_x)
+        intrinsics = (focal, focal, 0.5 * width, 0.5 * height)
+    k = torch.tensor(intrinsics, dtype=torch.float64)
+    dist = None if distortion is None else torch.tensor(distortion, dtype=torch.float64)
     scene = _raycaster(mesh)
-    focal = focal_from_angle(res, camera_angle_x)
     ss = supersample
-
-    def cam_dirs(n: int, f: float) -> np.ndarray:  # same convention as cameras.pixel_rays, in numpy
-        u = (np.arange(n) + 0.5 - 0.5 * n) / f
-        uu, vv = np.meshgrid(u, -u, indexing="xy")
-        d = np.stack([uu, vv, -np.ones_like(uu)], -1).reshape(-1, 3)
-        return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-    fine, centre = cam_dirs(res * ss, focal * ss), cam_dirs(res, focal)
     rgba, depth = [], []
     for c2w in c2ws:
-        d = fine @ c2w[:3, :3].T
-        o = np.broadcast_to(c2w[:3, 3], d.shape)
+        pose = torch.tensor(c2w, dtype=torch.float64)
+        o, d = (t.reshape(-1, 3).numpy() for t in pixel_rays(pose, height * ss, width * ss, k * ss,
+                                                             distortion=dist))
         hit = cast(scene, o, d)
         ok = np.isfinite(hit["t_hit"])
         col = shade(mesh, hit, d) * ok[:, None]
-        col = col.reshape(res, ss, res, ss, 3).sum((1, 3))
-        cnt = ok.reshape(res, ss, res, ss).sum((1, 3)).astype(np.float64)
+        col = col.reshape(height, ss, width, ss, 3).sum((1, 3))
+        cnt = ok.reshape(height, ss, width, ss).sum((1, 3)).astype(np.float64)
         rgb = np.where(cnt[..., None] > 0, col / np.maximum(cnt, 1)[..., None], 1.0)
         rgba.append(np.concatenate([rgb, (cnt / ss**2)[..., None]], -1))
-        dc = centre @ c2w[:3, :3].T
-        depth.append(cast(scene, np.broadcast_to(c2w[:3, 3], dc.shape), dc)["t_hit"].reshape(res, res))
+        o, d = (t.reshape(-1, 3).numpy() for t in pixel_rays(pose, height, width, k, distortion=dist))
+        depth.append(cast(scene, o, d)["t_hit"].reshape(height, width))
     return np.stack(rgba), np.stack(depth)
 
 
@@ -388,3 +396,73 @@ def make_scene(
     }
     write_json(out / "scene.json", info, indent=1)
     return out
+
+
+def similarity_from_args(values) -> Similarity:
+    """``(scale, rx, ry, rz, tx, ty, tz)`` → :class:`~nerf.normalize.Similarity`: rotations in degrees
+    about x, then y, then z (extrinsic), then scale, then translation."""
+    from scipy.spatial.transform import Rotation
+
+    vals = [finite_number(f"capture transform value {i + 1}", v) for i, v in enumerate(values)]
+    if len(vals) != 7:
+        raise UserError(f"capture transform needs 7 numbers (scale rx ry rz tx ty tz), got {len(vals)}")
+    positive_finite("capture transform scale", vals[0])
+    return Similarity(vals[0], Rotation.from_euler("xyz", vals[1:4], degrees=True).as_matrix(), vals[4:7])
+
+
+def make_capture(
+    source: str | Path,
+    out_dir: str | Path,
+    fmt: str = "transforms",
+    views: int = 64,
+    width: int = 100,
+    height: int | None = None,
+    cx: float | None = None,
+    cy: float | None = None,
+    camera_angle_x: float = 0.6911112070083618,
+    distortion=None,
+    transform: Similarity | None = None,
+    hemisphere: bool = False,
+    gt_res: int = 128,
+    points: int = 2000,
+) -> Path:
+    """Render ``source`` as a user's capture: ``fmt`` = ``transforms`` (transforms.json) or ``colmap``
+    (text model), no split (the loader makes one), any image size, principal point ``(cx, cy)``
+    (pixels; default the centre) and OpenCV ``distortion`` (k1, k2, p1, p2), with the similarity
+    ``transform`` applied to the whole world (poses, ground-truth mesh, sparse points) first.
+
+    Cameras: a Fibonacci sphere around the object at the distance where its bounding sphere fills 90 %
+    of the narrowest half-field of view (the principal point being off-centre). Returns the path to
+    train on (``transforms.json`` or the COLMAP folder).
+
+    Example:
+        >>> make_capture("torus", "/tmp/cap", "colmap", views=8, width=40, cx=22.0)  # doctest: +SKIP
+    """
+    from .capture_write import write_capture
+
+    choice("format", fmt, ("transforms", "colmap"))
+    views, width = count("views", views, 2), count("width", width, 8, 4096)
+    height = count("height", height, 8, 4096) if height is not None else width
+    cx = 0.5 * width if cx is None else finite_number("cx", cx, "pixels")
+    cy = 0.5 * height if cy is None else finite_number("cy", cy, "pixels")
+    if not (0 < cx < width and 0 < cy < height):
+        raise UserError(f"principal point ({cx}, {cy}) must lie inside the {width}x{height} image")
+    angle = finite_number("camera_angle_x", camera_angle_x, "radians")
+    if not 0 < angle < math.pi:
+        raise UserError(f"camera_angle_x must lie in (0, π) radians, got {camera_angle_x!r}")
+    check_memory(width * height * 4 * 100.0, f"a {width}x{height} view (super-sampled)")
+    focal = focal_from_angle(width, angle)
+    transform = transform or Similarity()
+    mesh, gt = load_scene_mesh(source, gt_res)
+    lo, hi = mesh.bounds
+    half = math.atan(min(cx, width - cx, cy, height - cy) / focal)
+    radius = 0.5 * float(np.linalg.norm(hi - lo)) / math.sin(0.9 * half)
+    c2ws = orbit_cameras(sphere_directions(views, "fibonacci", hemisphere=hemisphere), radius,
+                         0.5 * (lo + hi))
+    intrinsics = (focal, focal, cx, cy)
+    dist = None if distortion is None else [float(v) for v in distortion] + [0.0]
+    rgba, _ = render_views(mesh, c2ws, width, height=height, intrinsics=intrinsics, distortion=dist)
+    gt_capture = gt.copy()
+    gt_capture.vertices = transform.apply(gt.vertices)
+    return write_capture(out_dir, fmt, transform.apply_c2w(c2ws), rgba, intrinsics, distortion, gt_capture,
+                         transform, n_points=points if fmt == "colmap" else 0)

@@ -26,14 +26,14 @@ from geo_rs.atomic import write_json
 from geo_rs.training import Hook, LoopResult, TrainingLoop
 
 from .cameras import pixel_rays
+from .capture import load_capture
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import NerfConfig
-from .dataset import load_blender, load_scene_info
 from .field import GridSpec, PlainDensity, RadianceField, SHColor, SmoothedDensity
 from .render import make_estimator, nerfacc_cuda_available, render_rays, update_estimator
 from .scene import BUILTIN_SCENES, make_scene
 
-__all__ = ["Trainer", "prepare_data", "build_field", "resolution_schedule", "total_variation"]
+__all__ = ["Trainer", "prepare_data", "build_field", "load_field", "resolution_schedule", "total_variation"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -63,10 +63,11 @@ def prepare_data(cfg: NerfConfig, out_dir: Path) -> Path:
             write_json(stamp_file, stamp)  # last: a scene interrupted half-way is rendered again
         return root
     root = Path(cfg.data)
-    if not root.is_dir():
+    if not root.exists():
         raise UserError(
-            f"data {cfg.data!r} is neither a scene folder nor a built-in scene "
-            f"({', '.join(sorted(BUILTIN_SCENES))})"
+            f"data {cfg.data!r} is neither a scene folder, a transforms.json, a COLMAP project nor a "
+            f"built-in "
+            f"scene ({', '.join(sorted(BUILTIN_SCENES))})"
         )
     return root
 
@@ -88,16 +89,48 @@ def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> Radian
     if cfg.model == "smoothed":
         geo = SmoothedDensity(
             spec,
-            cfg.sigma_vox * final_voxel,
+            (cfg.sigma_start_vox or cfg.sigma_vox) * final_voxel,
             cfg.theta_init,
             cfg.f_activation,
             cfg.density_scale,
             cfg.density_eps,
             cfg.alpha_start,
+            sigma_final=cfg.sigma_vox * final_voxel,
         )
     else:
         geo = PlainDensity(spec, cfg.alpha_init, cfg.step_voxels, cfg.plain_mesh_opacity)
     return RadianceField(geo, SHColor(cspec, cfg.sh_degree))
+
+
+def load_field(checkpoint: str | Path) -> tuple[RadianceField, dict, NerfConfig]:
+    """The field of a checkpoint (CPU, eval mode), its payload and its config.
+
+    The field's ``capture_to_field`` is the run's normalisation, so ``field.clearance(x,
+    capture_frame=True)`` answers in the capture's own coordinates.
+
+    Example:
+        >>> field, payload, cfg = load_field("runs/lego/checkpoint.pt")     # doctest: +SKIP
+        >>> field.is_free(torch.tensor([[0.0, 0.0, 1.2]]), margin=0.02)      # doctest: +SKIP
+        tensor([True])
+    """
+    from geo_rs.config import validate_config
+
+    from .normalize import Similarity
+
+    payload = load_checkpoint(checkpoint)
+    cfg = validate_config(NerfConfig, payload["config"], where=f"{checkpoint} (saved config)")
+    bounds = payload["bounds"]
+    res = resolution_schedule(cfg)[payload["stage"]][1]
+    field = build_field(cfg, bounds, res, GridSpec.from_bounds(*bounds, cfg.grid_res).voxel)
+    try:
+        field.load_state_dict(payload["field"])
+    except RuntimeError as exc:
+        raise UserError(f"{checkpoint}: checkpoint does not fit its own config: "
+                        f"{' '.join(str(exc).split())[:160]}") from None
+    norm = payload.get("normalization")
+    if norm and norm.get("method") != "none":
+        field.capture_to_field = Similarity.from_dict(norm["capture_to_train"])
+    return field.eval(), payload, cfg
 
 
 def total_variation(theta: torch.Tensor) -> torch.Tensor:
@@ -130,24 +163,20 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.data_root = prepare_data(cfg, self.out)
-        info = load_scene_info(self.data_root)
-        self.gt_mesh = info.gt_mesh
-        self.bounds = [list(map(float, b)) for b in (cfg.bounds or info.bounds)]
-        self.train_views = load_blender(self.data_root, "train", cfg.half_res)
-        self.test_views = load_blender(self.data_root, "test", cfg.half_res)
-        o, d = pixel_rays(
-            self.train_views.c2w, self.train_views.height, self.train_views.width, self.train_views.focal
-        )
-        self.rays_o = o.reshape(-1, 3).to(self.device)
-        self.rays_d = d.reshape(-1, 3).to(self.device)
-        self.rays_rgb = self.train_views.images.reshape(-1, 3).to(self.device)
+        self.capture = load_capture(self.data_root, cfg.background, cfg.half_res, cfg.normalize,
+                                    cfg.test_every,
+                                    cfg.bounds)
+        self.gt_mesh = self.capture.gt_mesh
+        self.bounds = [list(map(float, b)) for b in self.capture.bounds]
+        self.train_views, self.test_views = self.capture.train, self.capture.test
+        self._make_rays()
         self.final_voxel = GridSpec.from_bounds(*self.bounds, cfg.grid_res).voxel
         self.schedule = resolution_schedule(cfg)
         self.stage = 0
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.field = build_field(cfg, self.bounds, self.schedule[0][1], self.final_voxel).to(self.device)
+        self.field = self._new_field(self.schedule[0][1])
         self.optimizer = self._make_optimizer()
         self.estimator, self.renderer = None, "dense"
         if self.device.type == "cuda":
@@ -162,6 +191,36 @@ class Trainer:
         self.train_cpu = 0.0
         self.history: list[dict] = []
         self.last_run: LoopResult | None = None
+
+    def _make_rays(self) -> None:
+        """Every training pixel's ray, colour (and alpha for random backgrounds); masked pixels dropped."""
+        views = self.train_views
+        o, d = pixel_rays(views.c2w, views.height, views.width, views.intrinsics, distortion=views.distortion)
+        keep = views.valid.reshape(-1) if views.valid is not None else slice(None)
+        self.rays_o = o.reshape(-1, 3)[keep].to(self.device)
+        self.rays_d = d.reshape(-1, 3)[keep].to(self.device)
+        self.rays_rgb = views.images.reshape(-1, 3)[keep].to(self.device)
+        self.rays_alpha = None
+        if self.cfg.background == "random":
+            if views.alpha is None:
+                raise UserError(f"background: random needs images with an alpha channel; {self.data_root} "
+                                f"has "
+                                "none (use background: white or black)")
+            self.rays_alpha = views.alpha.reshape(-1)[keep].to(self.device)
+        if self.rays_o.shape[0] == 0:
+            raise UserError(f"{self.data_root}: the masks exclude every training pixel")
+
+    def _camera_summary(self) -> dict:
+        from .turntable import camera_summary
+
+        v = self.train_views
+        return camera_summary(v.c2w, v.intrinsics, v.height, v.width, self.bounds)
+
+    def _new_field(self, res: int) -> RadianceField:
+        field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
+        if self.capture.normalization.method != "none":
+            field.capture_to_field = self.capture.normalization.transform
+        return field
 
     @property
     def checkpoint_path(self) -> Path:
@@ -191,6 +250,23 @@ class Trainer:
         ramp = max(1e-9, self.cfg.alpha_ramp)
         return self.cfg.alpha_start + (self.cfg.alpha_end - self.cfg.alpha_start) * min(1.0, progress / ramp)
 
+    def sigma_at(self, progress: float) -> float:
+        """Training σ in world units: ``sigma_start_vox`` → ``sigma_vox`` (final voxels), geometric over
+        ``sigma_ramp`` of training, then constant — so the last part of training (and every output)
+        uses the final σ, the one the certificate is stated for."""
+        final = self.cfg.sigma_vox * self.final_voxel
+        if self.cfg.sigma_start_vox is None:
+            return final
+        t = min(1.0, progress / max(1e-9, self.cfg.sigma_ramp))
+        return final * (self.cfg.sigma_start_vox / self.cfg.sigma_vox) ** (1.0 - t)
+
+    def _set_schedules(self) -> None:
+        """α and σ of the smoothed field at the current progress (no-op for the plain model)."""
+        if self.cfg.model == "smoothed":
+            p = self.progress()
+            self.field.geometry.alpha = self.alpha_at(p)
+            self.field.geometry.sigma_world = self.sigma_at(p)
+
     def _set_lr(self, progress: float) -> None:
         decay = self.cfg.lr_final_ratio**progress
         for group in self.optimizer.param_groups:
@@ -215,13 +291,16 @@ class Trainer:
     def train_step(self) -> dict:
         self._maybe_upsample()
         self._set_lr(self.progress())
-        if self.cfg.model == "smoothed":
-            self.field.geometry.alpha = self.alpha_at(self.progress())
+        self._set_schedules()
         idx = torch.randint(0, self.rays_o.shape[0], (self.cfg.rays_per_batch,), generator=self.generator)
         idx = idx.to(self.device)
         grid = self.field.prepare()
         if self.estimator is not None:
             update_estimator(self.estimator, self.field, grid, self.step, self.march_step)
+        target, background = self.rays_rgb[idx], torch.tensor(self.train_views.background, device=self.device)
+        if self.rays_alpha is not None:  # random background: composite the target on it too
+            background = torch.rand(idx.shape[0], 3, generator=self.generator).to(self.device)
+            target = target + (1 - self.rays_alpha[idx, None]) * (background - 1.0)  # images were on white
         out = render_rays(
             self.field,
             grid,
@@ -232,8 +311,9 @@ class Trainer:
             stratified=True,
             generator=self.generator,
             estimator=self.estimator,
+            background=background,
         )
-        mse = torch.mean((out["rgb"] - self.rays_rgb[idx]) ** 2)
+        mse = torch.mean((out["rgb"] - target) ** 2)
         loss = mse
         if self.cfg.tv_weight > 0:
             loss = loss + self.cfg.tv_weight * total_variation(self.field.geometry.theta)
@@ -315,6 +395,8 @@ class Trainer:
             "train_cpu": self.train_cpu,
             "history": self.history,
             "bounds": self.bounds,
+            "normalization": self.capture.normalization.to_dict(),
+            "cameras": self._camera_summary(),
             "data_root": str(self.data_root),
             "gt_mesh": str(self.gt_mesh) if self.gt_mesh else None,
         }
@@ -326,7 +408,7 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save` (same model settings) into this trainer."""
         self.stage = payload["stage"]
         res = self.schedule[self.stage][1]
-        self.field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
+        self.field = self._new_field(res)
         try:
             self.field.load_state_dict(payload["field"])
             self.optimizer = self._make_optimizer()
@@ -338,8 +420,7 @@ class Trainer:
         self.train_time = payload["train_time"]
         self.train_cpu = payload.get("train_cpu", 0.0)
         self.history = list(payload["history"])
-        if self.cfg.model == "smoothed":
-            self.field.geometry.alpha = self.alpha_at(self.progress())
+        self._set_schedules()
         set_rng_state(payload["rng"], self.generator)
 
     @classmethod
@@ -362,6 +443,11 @@ class Trainer:
         return trainer
 
     # -- outputs -----------------------------------------------------------------------------
+    def _to_capture(self):
+        """Training → capture similarity of a normalised capture (None when they coincide)."""
+        norm = self.capture.normalization
+        return None if norm.method == "none" else norm.transform.inverse()
+
     def finalize(self) -> dict:
         """Test renders + depth maps, SDF cuts, ``mesh.ply``, metrics → ``report.json``.
 
@@ -380,6 +466,7 @@ class Trainer:
             title=f"{self.cfg.model} field: {what}",
             n_points=self.cfg.metric_points,
             fill=self.cfg.fill_cavities,
+            to_capture=self._to_capture(),
         )
         reason = self.last_run.reason if self.last_run is not None else None
         report = {
@@ -396,11 +483,14 @@ class Trainer:
             "test_views": ev["n_views"],
             "grid_shape": list(self.field.spec.shape),
             "voxel_size": self.field.spec.voxel,
-            "sigma_world": getattr(self.field.geometry, "sigma_world", None),
+            # the σ of the certified weak SDF (mesh, clearance) and the σ training ended at
+            "sigma_world": getattr(self.field.geometry, "sigma_final", None),
+            "sigma_world_rendered": getattr(self.field.geometry, "sigma_world", None),
             "threads": torch.get_num_threads(),
             "device": str(self.device),
             "renderer": "nerfacc OccGridEstimator" if self.renderer == "occgrid" else "dense",
             "history": self.history,
+            "capture": self.capture.report(),
             "config": self.cfg.to_dict(),
             **geo,
         }

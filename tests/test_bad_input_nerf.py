@@ -37,9 +37,18 @@ def files(tmp_path_factory):
     run = root / "run"
     trainer = Trainer(load_config(cfg), run, quiet=True)
     trainer.run()
+    from nerf.scene import make_capture
+
+    colmap = make_capture("torus", root / "colmap", "colmap", views=4, width=16, height=12, gt_res=16,
+                          points=50)
+    cams = colmap / "sparse" / "0" / "cameras.txt"
+    fisheye = root / "fisheye"
+    shutil.copytree(colmap, fisheye)
+    (fisheye / "sparse" / "0" / "cameras.txt").write_text(cams.read_text().replace("OPENCV",
+                                                                                   "OPENCV_FISHEYE"))
     (root / "corrupt").mkdir()
     (root / "corrupt" / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:200])
-    return {"root": root, "scene": scene, "cfg": cfg, "run": run}
+    return {"root": root, "scene": scene, "cfg": cfg, "run": run, "colmap": colmap, "fisheye": fisheye}
 
 
 def _config(files, name: str, text: str):
@@ -149,6 +158,27 @@ DATA_CASES = [
         ["frame 1", "image not found", "r_1.png"],
     ),
     ("file_path_not_text", lambda f: [_scene_with(f, "bad_path", _bad_path)], ["frame 0", "file_path", "7"]),
+    (
+        "colmap_fisheye",
+        lambda f: [f["fisheye"]],
+        ["cameras.txt: line 2", "'OPENCV_FISHEYE'", "not supported"],
+    ),
+    (
+        "random_background_without_alpha",
+        lambda f: [_config(f, "rb", yaml.safe_dump({"data": str(f["colmap"]), **TINY,
+                                                    "background": "random"}))],
+        ["background: random", "alpha", "colmap"],
+    ),
+    ("normalize_unknown", lambda f: [_config(f, "nu", "normalize: "
+                                                      "magic")], ["nu.yaml", "normalize", "'magic'"]),
+    (
+        "normalize_points_on_blender",
+        lambda f: [_config(f, "np", yaml.safe_dump({"data": str(f["scene"]), **TINY,
+                                                    "normalize": "points"}))],
+        ["normalize", "'points'", "Blender-layout"],
+    ),
+    ("sigma_start_below_final", lambda f: [_config(f, "ss", "sigma_vox: 2\nsigma_start_vox: 1")],
+     ["ss.yaml", "sigma_start_vox"]),
 ]
 
 RESUME_CASES = [
@@ -249,6 +279,30 @@ OTHER_CASES = [
         lambda f: ["extract-mesh", f["cfg"]],
         ["cfg.yaml", "not a readable checkpoint"],
     ),
+    (
+        "make_scene_width_on_blender",
+        lambda f: ["make-scene", "torus", "--width", "30", "--out", f["root"] / "m"],
+        ["--width", "--format"],
+    ),
+    (
+        "make_capture_principal_point_outside",
+        lambda f: ["make-scene", "torus", "--format", "colmap", "--cx", "500", "--out", f["root"] / "m"],
+        ["principal point", "500"],
+    ),
+    (
+        "make_capture_zero_scale",
+        lambda f: ["make-scene", "torus", "--format", "transforms", "--capture-transform", "0", "0", "0",
+                   "0", "0",
+                   "0", "0", "--out", f["root"] / "m"],
+        ["scale", "0"],
+    ),
+    ("render_zero_orbit", lambda f: ["render", f["run"] / "checkpoint.pt", "--orbit", "0"], ["--orbit", "0"]),
+    (
+        "render_elevation_out_of_range",
+        lambda f: ["render", f["run"] / "checkpoint.pt", "--elevation", "100"],
+        ["--elevation", "100"],
+    ),
+    ("render_missing_checkpoint", lambda f: ["render", f["root"] / "none.pt"], ["none.pt", "not found"]),
     ("demo_zero_budget", lambda f: ["demo", "--budget", "0", "--out", f["root"] / "d"], ["--budget", "0"]),
     (
         "demo_missing_config",

@@ -27,7 +27,7 @@ def test_help_of_nerf_and_sdf_imports_no_heavy_module():
         sdf.register(sub)
         nerf.cli.register(sub)
         for argv in (["sdf"], ["nerf"], ["nerf", "train"], ["nerf", "make-scene"], ["nerf", "extract-mesh"],
-                     ["nerf", "demo"]):
+                     ["nerf", "render"], ["nerf", "demo"]):
             with contextlib.redirect_stdout(io.StringIO()):
                 try:
                     p.parse_args(argv + ["--help"])
