@@ -242,3 +242,24 @@ def test_every_option_of_every_command_has_help_with_its_default():
                 missing.append(f"{command} {action.option_strings[:1] or action.dest}: {text!r}")
     assert commands >= 15
     assert not missing, missing
+
+
+def test_json_object_names_the_file_for_every_failure(tmp_path):
+    from geo_rs.checks import json_object
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}')
+    assert json_object(good) == {"a": 1}
+    cases = {"bad.json": ('{"a": 1,', "not valid JSON"),
+             "list.json": ("[1, 2]", "expected a JSON object with"),
+             "bin.json": (b"\xff\xfe\x00", "not UTF-8")}
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(UserError, match=message) as info:
+            json_object(path, expected="with 'x'")
+        assert str(path) in str(info.value)
+    with pytest.raises(UserError, match="not found"):
+        json_object(tmp_path / "missing.json")
+    with pytest.raises(UserError, match="got a folder"):
+        json_object(tmp_path)
