@@ -47,6 +47,10 @@ class PoseInput:
     def unit_id(self) -> str:
         return self.instance.unit_id
 
+    def fingerprint_parts(self) -> tuple:
+        cands = None if self.candidates is None else [c.tolist() for c in self.candidates]
+        return (*self.instance.fingerprint_parts(), self.K, self.R, self.t, self.points_3d, cands)
+
 
 def read_candidates(path: str | Path, num_keypoints: dict[int, int]) -> tuple[float | None, dict[int, list]]:
     """A candidate-set file → ``(eps, {image_id: [ (n_k, 2) arrays per keypoint ]})``.

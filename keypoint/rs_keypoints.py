@@ -43,6 +43,8 @@ class CropKeypoints(nn.Module):
         image_size: ``(H, W)`` of the images it will see.
         input_size: crop side S.
         channels: ``(K,)`` the instance's category's channels.
+        offset: ``(x0, y0)`` when the images are a window ``[y0:, x0:]`` of the full image (keypoints are
+            still returned in full-image pixels).
     """
 
     def __init__(
@@ -52,13 +54,14 @@ class CropKeypoints(nn.Module):
         image_size: tuple[int, int],
         input_size: int,
         channels: np.ndarray,
+        offset: tuple[int, int] = (0, 0),
     ) -> None:
         super().__init__()
         self.model = model
         h, w = image_size
         v, u = np.mgrid[0:input_size, 0:input_size].astype(np.float64)
-        x = affine[0, 0] * u + affine[0, 1] * v + affine[0, 2]
-        y = affine[1, 0] * u + affine[1, 1] * v + affine[1, 2]
+        x = affine[0, 0] * u + affine[0, 1] * v + affine[0, 2] - offset[0]
+        y = affine[1, 0] * u + affine[1, 1] * v + affine[1, 2] - offset[1]
         # align_corners=True: -1 and 1 are the centres of the first and last pixels (centres at integers)
         grid = np.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], -1)
         self.register_buffer("grid", torch.from_numpy(grid).float()[None])
@@ -79,6 +82,16 @@ class CropKeypoints(nn.Module):
         return kp.reshape(len(images), -1)
 
 
+def support_window(affine: np.ndarray, input_size: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the image pixels the bilinear crop reads (the rest cannot change the output)."""
+    v, u = np.array([[0, 0, input_size - 1, input_size - 1], [0, input_size - 1, 0, input_size - 1]], float)
+    x = affine[0, 0] * u + affine[0, 1] * v + affine[0, 2]
+    y = affine[1, 0] * u + affine[1, 1] * v + affine[1, 2]
+    x0, x1 = int(np.clip(np.floor(x.min()), 0, width - 1)), int(np.clip(np.floor(x.max()) + 2, 1, width))
+    y0, y1 = int(np.clip(np.floor(y.min()), 0, height - 1)), int(np.clip(np.floor(y.max()) + 2, 1, height))
+    return y0, max(y1, y0 + 1), x0, max(x1, x0 + 1)
+
+
 @dataclass(frozen=True)
 class InstanceInput:
     """One annotated instance: image ``(3, H, W)``, crop affine, channels, GT keypoints and visibility."""
@@ -96,6 +109,10 @@ class InstanceInput:
     @property
     def unit_id(self) -> str:
         return f"img{self.image_id:06d}_a{self.annotation}"
+
+    def fingerprint_parts(self) -> tuple:
+        """What changes a unit's result (for :func:`geo_rs.parallel.fingerprint`)."""
+        return self.image, self.affine, self.keypoints, self.channels
 
 
 def instance_inputs(data, layout, input_size: int, padding: float) -> list[InstanceInput]:
@@ -158,11 +175,15 @@ def certify_instance(
     from geo_rs import MedianSmooth
     from geo_rs.median_smoothing import certify_from_samples
 
-    f = CropKeypoints(model, inst.affine, tuple(inst.image.shape[1:]), input_size, inst.channels).eval()
+    # Noise only on the pixels the crop reads: the same smoothed function (the others cannot change f),
+    # and a ball of radius ε on the image projects into a ball of radius ≤ ε on the window.
+    y0, y1, x0, x1 = support_window(inst.affine, input_size, *inst.image.shape[1:])
+    window = inst.image[:, y0:y1, x0:x1].contiguous()
+    f = CropKeypoints(model, inst.affine, (y1 - y0, x1 - x0), input_size, inst.channels, (x0, y0)).eval()
     t0 = time.perf_counter()
     with torch.no_grad():
         samples = MedianSmooth(f, sigma).sample(
-            inst.image[None], n, batch_size=batch_size, generator=int(seed), progress=False
+            window[None], n, batch_size=batch_size, generator=int(seed), progress=False
         )
     out = {"seconds_sampling": time.perf_counter() - t0, "forward_passes": n, "eps": {}}
     k = len(inst.channels)

@@ -282,3 +282,13 @@ def test_pose_bound_api_bad_input_is_one_user_error(points, kset, K, needle):
     with pytest.raises(UserError) as info:
         pose_error_bound(points, sets, K, (np.eye(3), np.array([0, 0, 5.0])), time_limit_s=1)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_huge_radius_abstains_instead_of_failing():
+    """ε ≫ σ makes Φ(−ε/σ) underflow to 0: every bound is ±inf (abstain), for fast and naive alike."""
+    from geo_rs.median_smoothing import certify_from_samples
+
+    samples = torch.randn(2, 50, 3, generator=torch.Generator().manual_seed(0))
+    for naive in (False, True):
+        cert = certify_from_samples(samples, 5.0, 0.1, 0.01, naive=naive)
+        assert torch.isinf(cert.lower).all() and torch.isinf(cert.upper).all() and cert.index_lower == 0

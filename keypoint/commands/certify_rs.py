@@ -82,7 +82,7 @@ def run_rs_units(job: RSJob, fn, args: argparse.Namespace, extra_settings: dict,
         overwrite=args.overwrite,
     )
     units = [
-        Unit(i.unit_id, payload=i, fingerprint=fingerprint(i.image, i.affine, i.keypoints))
+        Unit(i.unit_id, payload=i, fingerprint=fingerprint(*i.fingerprint_parts()))
         for i in job.instances
     ]
     options = ExecOptions(
