@@ -100,6 +100,12 @@ def run_rs_units(job: RSJob, fn, args: argparse.Namespace, extra_settings: dict,
     )
 
 
+def engine_info(run_) -> dict:
+    """Where a run went (for results.json): engine, workers, wall seconds, units computed / resumed."""
+    return {"name": run_.engine, "workers": run_.workers, "wall_s": run_.wall, "computed": run_.computed,
+            "resumed": run_.resumed}
+
+
 def run(args: argparse.Namespace) -> int:
     from geo_rs.atomic import write_json
 
@@ -135,13 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "settings": s,
             "radii": radii,
             "rows": rows,
-            "engine": {
-                "name": run_.engine,
-                "workers": run_.workers,
-                "wall_s": run_.wall,
-                "computed": run_.computed,
-                "resumed": run_.resumed,
-            },
+            "engine": engine_info(run_),
             "sampling_seconds": seconds,
             "instances": [
                 {

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.posed import load_posed
     from ..pose_certify import pose_unit, read_candidates, summary_rows
     from ..pose_figure import draw_pose_bounds
-    from .certify_rs import load_job, run_rs_units
+    from .certify_rs import engine_info, load_job, run_rs_units
 
     settings = _settings(args)
     figures = checks.count("--figures", args.figures, minimum=0)
@@ -166,13 +166,7 @@ def run(args: argparse.Namespace) -> int:
             "data": str(args.data),
             "settings": {**job.settings, **settings},
             "summary": rows,
-            "engine": {
-                "name": run_.engine,
-                "workers": run_.workers,
-                "wall_s": run_.wall,
-                "computed": run_.computed,
-                "resumed": run_.resumed,
-            },
+            "engine": engine_info(run_),
             "images": [
                 {
                     "unit": i.unit_id,
