@@ -87,7 +87,10 @@ def draw_pose_bounds(
     from .draw import _plt, save_figure
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(records), figsize=(3.4 * len(records), 3.8), squeeze=False)
+    wide = len(records) > 1
+    fig, axes = plt.subplots(
+        1, len(records), figsize=(3.4 * len(records) if wide else 4.2, 4.0), squeeze=False
+    )
     for ax, rec in zip(axes[0], records, strict=True):
         _panel(ax, image, item, rec, skeleton)
     handles = [
@@ -96,7 +99,7 @@ def draw_pose_bounds(
         Line2D([], [], color="deepskyblue", label="solved pose"),
         Line2D([], [], color="orange", marker=".", ls="", label="poses on the bounds"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7)
+    fig.legend(handles=handles, loc="lower center", ncol=4 if wide else 2, fontsize=7)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 if wide else 0.1, 1, 1))
     return save_figure(fig, path, layout=False)
