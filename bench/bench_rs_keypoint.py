@@ -61,6 +61,8 @@ def main() -> None:
         plain_passes(f, inst.image, args.n, args.batch_size)
         t2 = time.perf_counter()
         t_rs, t_plain = t_rs + t1 - t0, t_plain + t2 - t1
+        print(f"instance {i + 1}/{len(items)}: certify {t1 - t0:.2f} s, plain {t2 - t1:.2f} s, running ratio "
+              f"{t_rs / t_plain:.3f}", flush=True)
     load = os.getloadavg()
     print(f"{len(items)} instances, n = {args.n}, batch {args.batch_size}, {args.threads} thread(s), "
           f"{len(args.eps)} ε per sample set; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
