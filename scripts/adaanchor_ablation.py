@@ -297,6 +297,21 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
     return "\n".join(lines), numbers
 
 
+def invisible_table(results: dict) -> str:
+    """Invisible error split into occluded inside the image and truncated outside it, against heatmap."""
+    lines = ["| split | method | seeds | Occl.Err | ΔOccl.Err vs heatmap [95 % CI] | occluded kps | "
+             "Trunc.Err | ΔTrunc.Err vs heatmap [95 % CI] | truncated kps |", "|---|---|---|" + "---|" * 6]
+    for split, numbers in results.items():
+        for method, n in numbers.items():
+            cells = []
+            for key in ("occluded_error", "truncated_error"):
+                c = n["vs_heatmap"].get(key)
+                ci = "—" if c is None else f"{c['diff']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+                cells += [_fmt(n[key]["mean"], 2), ci, "—" if c is None else str(c["keypoints"])]
+            lines.append(f"| {split} | {method} | {n['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def seed_table(runs_by_split: dict) -> tuple[str, dict]:
     """Each seed minus heatmap-anchor of the same seed: the spread the image bootstrap cannot show."""
     keys = METRICS[:4]
@@ -407,6 +422,8 @@ def cmd_report(args) -> int:
         table, numbers = split_table(runs, split)
         results[split] = numbers
         md += [f"## Split `{split}`", "", table, ""]
+    md += ["## Invisible keypoints: occluded inside the image / truncated outside it", "",
+           invisible_table(results), ""]
     st, snum = seed_table(by_split)
     results["per_seed_vs_heatmap"] = snum
     md += ["## Seed by seed (each seed against heatmap-anchor of the same seed)", "", st, ""]
