@@ -335,16 +335,16 @@ def seed_table(runs_by_split: dict) -> tuple[str, dict]:
     return "\n".join(lines), numbers
 
 
-def versus_table(runs_by_split: dict, base: str = "fixanchor") -> str:
-    """AdaAnchor variants minus FixAnchor (same heads, pre-defined anchors), 95 % paired bootstrap."""
+def versus_table(runs_by_split: dict, base: str = "fixanchor", name: str = "FixAnchor") -> str:
+    """AdaAnchor variants minus ``base`` (FixAnchor: same heads, fixed anchors), 95 % paired bootstrap."""
     keys = METRICS
-    lines = ["| split | method | " + " | ".join(f"Δ{m[1]} vs FixAnchor [95 % CI]" for m in keys) + " |",
+    lines = ["| split | method | " + " | ".join(f"Δ{m[1]} vs {name} [95 % CI]" for m in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     for split, runs in runs_by_split.items():
         if base not in runs:
             continue
         for method in runs:
-            if not method.startswith("adaanchor"):
+            if not method.startswith("adaanchor") or method == base:
                 continue
             cis = paired_bootstrap(runs[method], runs[base])
             cells = ["—" if k not in cis else
@@ -428,6 +428,8 @@ def cmd_report(args) -> int:
     results["per_seed_vs_heatmap"] = snum
     md += ["## Seed by seed (each seed against heatmap-anchor of the same seed)", "", st, ""]
     md += ["## AdaAnchor against FixAnchor", "", versus_table(by_split), ""]
+    md += ["## Fusion and components against Ours (`adaanchor`)", "",
+           versus_table(by_split, "adaanchor", "Ours"), ""]
     md += ["## Where the anchors sit (last epoch, validation crops, mean over seeds)", "",
            anchor_table(by_split), ""]
     gt, gnum = guard_table(out)
