@@ -60,3 +60,9 @@ from .models import (  # noqa: F401
     register_model,
 )
 from .models.klpnet import KLPNet  # noqa: F401  (KLPNet helper)
+from .verify import (  # noqa: F401  (certified keypoints, issue 10)
+    KeypointSpec,
+    KeypointVerification,
+    verify_keypoints,
+    verify_keypoints_decoupled,
+)
