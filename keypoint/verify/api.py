@@ -475,6 +475,38 @@ def verify_instance(
     return results
 
 
+def _verify_one(
+    method: str,
+    model,
+    image,
+    perturbation,
+    spec,
+    reachable,
+    bounds_method,
+    solver,
+    time_limit,
+    out_dir,
+    max_terms,
+    attack,
+) -> KeypointVerification:
+    (r,) = verify_instance(
+        model,
+        image,
+        perturbation,
+        [spec],
+        reachable,
+        bounds_method,
+        (method,),
+        solver,
+        time_limit,
+        max_terms=max_terms,
+        attack=attack,
+    )
+    if out_dir is not None:
+        r.save(out_dir)
+    return r
+
+
 def verify_keypoints(
     model: nn.Module,
     image: Tensor,
@@ -502,22 +534,20 @@ def verify_keypoints(
         max_terms: white noise at the linear level: coefficients kept per band (None: all pixels).
         attack: options of :func:`keypoint.verify.attack.attack_assignment` (steps, restarts, n_random, seed).
     """
-    (r,) = verify_instance(
+    return _verify_one(
+        "coupled",
         model,
         image,
         perturbation,
-        [spec],
+        spec,
         reachable,
         bounds_method,
-        ("coupled",),
         solver,
         time_limit,
-        max_terms=max_terms,
-        attack=attack,
+        out_dir,
+        max_terms,
+        attack,
     )
-    if out_dir is not None:
-        r.save(out_dir)
-    return r
 
 
 def verify_keypoints_decoupled(
@@ -536,19 +566,17 @@ def verify_keypoints_decoupled(
 ) -> KeypointVerification:
     """The decoupled baseline: each keypoint alone against its even share of the budget (same arguments
     and result type as :func:`verify_keypoints`)."""
-    (r,) = verify_instance(
+    return _verify_one(
+        "decoupled",
         model,
         image,
         perturbation,
-        [spec],
+        spec,
         reachable,
         bounds_method,
-        ("decoupled",),
         solver,
         time_limit,
-        max_terms=max_terms,
-        attack=attack,
+        out_dir,
+        max_terms,
+        attack,
     )
-    if out_dir is not None:
-        r.save(out_dir)
-    return r

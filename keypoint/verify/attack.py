@@ -99,9 +99,7 @@ def pgd_toward(
         if hit is not None or step == steps or not params:
             return hit
         loss = _target_loss(hm, targets, kappa, active)
-        if (
-            float(loss.detach()) == 0.0
-        ):  # every target is the argmax, yet no violation: nothing more to gain here
+        if float(loss.detach()) == 0.0:  # every target is the argmax, yet no violation: nothing to gain
             return None
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         rate = 0.25 * (1 - step / steps) + 0.02  # fraction of the set's radius, decaying
@@ -148,49 +146,36 @@ def attack_assignment(
     ``n_random`` random samples (batched)."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
+
+    def pgd(theta0, delta0, how: str, active: np.ndarray | None = None) -> Hit | None:
+        return pgd_toward(
+            model,
+            x,
+            perturbation,
+            targets,
+            spec,
+            clean_uv,
+            scale,
+            theta0,
+            delta0,
+            steps,
+            how=how,
+            active=active,
+        )
+
     if targets is not None:
         theta0, delta0 = start if start is not None else (None, None)
-        hit = pgd_toward(
-            model, x, perturbation, targets, spec, clean_uv, scale, theta0, delta0, steps, how="pgd"
-        )
+        hit = pgd(theta0, delta0, "pgd")
         if hit is not None:
             return hit
         moved = np.flatnonzero((targets != clean_uv).any(1))
         if len(moved) > 1:  # a violation may need only some keypoints to move: each alone
             for k in moved:
-                active = np.zeros(len(targets), bool)
-                active[k] = True
-                hit = pgd_toward(
-                    model,
-                    x,
-                    perturbation,
-                    targets,
-                    spec,
-                    clean_uv,
-                    scale,
-                    theta0,
-                    delta0,
-                    steps,
-                    how=f"pgd-keypoint{k}",
-                    active=active,
-                )
+                hit = pgd(theta0, delta0, f"pgd-keypoint{k}", active=np.arange(len(targets)) == k)
                 if hit is not None:
                     return hit
         for r in range(restarts):
-            theta0, delta0 = random_point(perturbation, x, gen)
-            hit = pgd_toward(
-                model,
-                x,
-                perturbation,
-                targets,
-                spec,
-                clean_uv,
-                scale,
-                theta0,
-                delta0,
-                steps,
-                how=f"pgd-restart{r}",
-            )
+            hit = pgd(*random_point(perturbation, x, gen), f"pgd-restart{r}")
             if hit is not None:
                 return hit
     for s in range(0, n_random, 64):
