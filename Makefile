@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.geo-rs-installed
 DEPS    := setup.py requirements.txt constraints.txt scripts/setup_env.sh
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean gpu-check
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# CUDA paths (nerfacc estimator, Smooth, blur) on a GPU machine; builds its own .venv-gpu/ if needed
+gpu-check:
+	@bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs

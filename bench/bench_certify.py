@@ -5,19 +5,29 @@ batches of the same size, under ``torch.inference_mode``, on inputs made once be
 no argmax, no counting). The ratio certify / baseline is the price of smoothing; goal ≤ 1.15×.
 The two are timed interleaved, image by image, so machine-load drift hits both alike.
 
+With ``--cli`` the same comparison runs through ``geo-rs smooth certify`` in a subprocess (one
+worker, one torch thread, per-input units, result files, TSV and plots): the per-input time column
+of certify.tsv and the command's whole wall time are compared with plain forwards on one thread
+(goal: per input within 1.1×).
+
 Usage:
     python bench/bench_certify.py                       # full size: n0=100, n=100,000, 2 images
     python bench/bench_certify.py --n 5000 --images 2   # quick
     python bench/bench_certify.py --profile             # also time noise drawing alone
+    python bench/bench_certify.py --cli --n 20000 --images 4   # through the CLI
 
 Prints only; writes nothing.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -71,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="also time the noise draw alone")
+    parser.add_argument("--cli", action="store_true",
+                        help="measure through `geo-rs smooth certify` (one worker, one thread)")
     args = parser.parse_args(argv)
+    if args.cli:
+        return cli_benchmark(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -136,6 +150,58 @@ def main(argv: list[str] | None = None) -> int:
         _sync(device)
         t_noise = time.perf_counter() - start
         print(f"profile: noise draw alone {t_noise:.2f} s = {t_noise / t_plain:.3f} of the plain forwards")
+    return 0
+
+
+def cli_benchmark(args: argparse.Namespace) -> int:
+    """``geo-rs smooth certify`` on ``args.images`` random CIFAR-sized inputs vs plain forwards."""
+    import numpy as np
+
+    torch.set_num_threads(1)  # the CLI's worker runs one torch thread
+    torch.manual_seed(0)
+    model = make_cnn().eval()
+    per_image = args.n0 + args.n
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.save(model.state_dict(), tmp / "cnn.pt")
+        rng = np.random.default_rng(0)
+        np.savez(tmp / "inputs.npz", x=rng.random((args.images, 3, 32, 32), dtype=np.float32),
+                 y=rng.integers(0, 10, args.images))
+        cmd = [sys.executable, "-m", "geo_rs.cli", "smooth", "certify", "--model-factory",
+               "bench_certify:make_cnn", "--weights", str(tmp / "cnn.pt"), "--data", str(tmp / "inputs.npz"),
+               "--sigma", str(args.sigma), "--n0", str(args.n0), "--n", str(args.n), "--batch-size",
+               str(args.batch_size), "--workers", "1", "--out", str(tmp / "out"), "--quiet"]
+        premade = torch.rand(args.batch_size, 3, 32, 32)
+        plain_forwards(model, premade, 2 * args.batch_size)  # warm-up
+        print(f"cli: threads=1 images={args.images} n0={args.n0} n={args.n} batch={args.batch_size} "
+              f"loadavg={os.getloadavg()}", flush=True)
+        t_plain = []
+        start = time.perf_counter()
+        for _ in range(args.images):
+            t0 = time.perf_counter()
+            plain_forwards(model, premade, per_image)
+            t_plain.append(time.perf_counter() - t0)
+        t_plain_1 = time.perf_counter() - start
+        start = time.perf_counter()
+        here = os.path.dirname(os.path.abspath(__file__))  # the factory module is this file
+        proc = subprocess.run(cmd, cwd=here, capture_output=True, text=True)
+        t_cli = time.perf_counter() - start
+        if proc.returncode:
+            print(proc.stderr)
+            return proc.returncode
+        start = time.perf_counter()  # plain again after: load drift hits both sides
+        for _ in range(args.images):
+            plain_forwards(model, premade, per_image)
+        t_plain_2 = time.perf_counter() - start
+        rows = json.loads((tmp / "out" / "results.json").read_text())["sigmas"][f"{args.sigma:g}"]["rows"]
+    plain = (t_plain_1 + t_plain_2) / 2 / args.images
+    per_input = sum(r["time"] for r in rows) / len(rows)
+    print(f"plain forwards {plain:.3f} s per input ({per_image:,} samples; before/after {t_plain_1:.2f} / "
+          f"{t_plain_2:.2f} s)")
+    print(f"geo-rs smooth certify: {per_input:.3f} s per input (time column), whole command {t_cli:.2f} s "
+          f"for {args.images} inputs ({t_cli / args.images:.3f} s per input, start-up included)")
+    print(f"RATIO per input (time column) / plain: {per_input / plain:.3f} (goal <= 1.1); whole command / "
+          f"plain: {t_cli / args.images / plain:.3f}")
     return 0
 
 

@@ -19,6 +19,12 @@ _EXPORTS: dict[str, str] = {
     "certified_radius": "radius", "max_radius_sigmas": "radius",
     "Interval": "bounds",
     "ABSTAIN": "smoothing", "Certificate": "smoothing", "Prediction": "smoothing", "Smooth": "smoothing",
+    "MedianCertificate": "median_smoothing", "MedianPrediction": "median_smoothing",
+    "MedianSmooth": "median_smoothing", "max_certifiable_eps": "median_smoothing",
+    "Pose": "pose", "project_points": "pose", "rotation_error_deg": "pose", "solve_pnp": "pose",
+    "PoseErrorBound": "pose_bound", "pose_error_bound": "pose_bound",
+    "AttackResult": "pose_attack", "attack_pose_error": "pose_attack", "KeypointSet": "pose_sets",
+    "KeypointBudget": "pose_budget", "max_keypoint_box": "pose_budget",
     "IoUBounds": "iou", "box_iou": "iou", "iou_bounds": "iou",
     "iou_bounds_naive": "iou",
     "GaussianBlur3d": "blur", "gaussian_blur3d": "blur", "gaussian_blur3d_naive": "blur",
@@ -28,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "mesh_metrics": "mesh_scores",
     "builtin_shapes": "meshes", "load_mesh": "meshes", "mesh_sdf": "meshes", "occupancy_grid": "meshes",
     "plot_sdf_slices": "plots",
+    "ExecOptions": "parallel", "ResultStore": "parallel", "RunResult": "parallel", "Task": "parallel",
+    "Unit": "parallel", "run_units": "parallel", "unit_seed": "parallel",
 }
 for _name in (
     "ArgmaxGadget", "Brightness", "Composed", "Contrast", "ExtremumResult", "LayerBounds", "MilpResult",

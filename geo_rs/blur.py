@@ -23,7 +23,12 @@ banded (n × n) Gaussian matrix, done block by block so only the band is multipl
 (``W[i0:i1, i0-r:i1+r] @ g[i0-r:i1+r]``): BLAS uses every core, zero padding comes for free (the
 matrix simply has no columns outside the grid) and no axis is ever transposed. Smaller grids use
 shifted-slice accumulation (method "slices"): tiny BLAS calls cost more in thread start-up than
-they compute. ``bench/bench_weak_sdf.py`` measures both against scipy.
+they compute. ``bench/bench_weak_sdf.py`` measures both against scipy, and 1 against 2 threads.
+
+Threads (CPU): on a shared machine a multi-threaded call can be many times slower than a
+single-threaded one (a descheduled OpenMP thread stalls the others at every barrier), so each call
+runs on 1 thread or on torch's setting, whichever measured faster for its size class lately
+(:mod:`geo_rs.blur_threads`). NaN/inf input is refused (:func:`check_finite`), never spread.
 
 The blur is linear and self-adjoint (each banded matrix is symmetric), so its backward pass is the
 same blur applied to the incoming gradient; a custom autograd function uses that instead of
@@ -37,6 +42,8 @@ import threading
 import numpy as np
 import torch
 
+from .blur_threads import ThreadPolicy
+from .checks import choice, finite_tensor, positive_finite
 from .errors import UserError
 
 __all__ = [
@@ -53,11 +60,8 @@ KERNELS = ("integrated", "sampled")
 
 
 def _check_sigma(sigma: float, truncate: float) -> None:
-    if not (isinstance(sigma, (int, float)) or torch.is_tensor(sigma)) or not (float(sigma) > 0) \
-            or not math.isfinite(float(sigma)):
-        raise UserError(f"sigma must be a finite number > 0 (in voxels), got {sigma!r}")
-    if not (float(truncate) > 0) or not math.isfinite(float(truncate)):
-        raise UserError(f"truncate must be a finite number > 0 (in sigmas), got {truncate!r}")
+    positive_finite("sigma", sigma, "voxels")
+    positive_finite("truncate", truncate, "sigmas")
 
 
 def blur_radius(sigma: float, truncate: float = 4.0) -> int:
@@ -73,8 +77,7 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0, kernel: str = "integr
         >>> w = gaussian_kernel1d(1.0); len(w), round(float(w.sum()), 12)
         (9, 1.0)
     """
-    if kernel not in KERNELS:
-        raise UserError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    choice("kernel", kernel, KERNELS)
     r = blur_radius(sigma, truncate)
     k = np.arange(-r, r + 1, dtype=np.float64)
     s = float(sigma)
@@ -180,10 +183,9 @@ def clear_workspace() -> None:
     _WORKSPACE.buf = None
 
 
-def _blur_nograd(grid: torch.Tensor, sigma: float, truncate: float, kernel: str,
+def _blur_kernel(grid: torch.Tensor, sigma: float, truncate: float, kernel: str,
                  method: str = "auto") -> torch.Tensor:
-    if method not in METHODS:
-        raise UserError(f"method must be one of {METHODS}, got {method!r}")
+    choice("method", method, METHODS)
     taps = gaussian_kernel1d(sigma, truncate, kernel)
     r = (len(taps) - 1) // 2
     shape = grid.shape
@@ -209,6 +211,19 @@ def _blur_nograd(grid: torch.Tensor, sigma: float, truncate: float, kernel: str,
     return out.reshape(shape)
 
 
+# How many CPU threads each call runs on: measured per size class (geo_rs/blur_threads.py explains
+# the rule). ``THREAD_POLICY.enabled = False`` runs every call on torch's thread setting as it is.
+THREAD_POLICY = ThreadPolicy()
+
+
+def _blur_nograd(grid: torch.Tensor, sigma: float, truncate: float, kernel: str,
+                 method: str = "auto") -> torch.Tensor:
+    if grid.device.type != "cpu":
+        return _blur_kernel(grid, sigma, truncate, kernel, method)
+    with THREAD_POLICY.threads(grid.numel()):
+        return _blur_kernel(grid, sigma, truncate, kernel, method)
+
+
 class _BlurFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid, sigma, truncate, kernel, method):  # noqa: D102
@@ -232,6 +247,23 @@ def _prepare(grid: torch.Tensor) -> torch.Tensor:
     return grid
 
 
+def check_finite(grid: torch.Tensor, name: str = "grid") -> None:
+    """Refuse NaN/inf: a blur spreads one NaN to every voxel within its radius ((2r+1)³ of them),
+    silently. One reduction decides (any NaN/inf makes the sum non-finite); only then is the grid
+    searched for the count and the first position (:func:`geo_rs.checks.finite_tensor`). A finite
+    sum that overflows to inf is a false alarm the search clears."""
+    g = grid.detach()
+    if g.device.type == "cpu" and g.dtype in (torch.float32, torch.float64):
+        # numpy's single-threaded pairwise sum: on a busy machine torch's multi-threaded reduction
+        # was 30× slower (a descheduled thread stalls it)
+        with np.errstate(over="ignore"):  # an overflow to inf is a false alarm the search clears
+            total = float(np.add.reduce(g.numpy(), axis=None))
+    else:
+        total = float(g.sum())
+    if not math.isfinite(total):
+        finite_tensor(name, grid)
+
+
 def gaussian_blur3d(grid: torch.Tensor, sigma: float, truncate: float = 4.0,
                     kernel: str = "integrated", method: str = "auto") -> torch.Tensor:
     """Blur the last three axes of ``grid`` with an isotropic Gaussian of std ``sigma`` voxels.
@@ -248,6 +280,14 @@ def gaussian_blur3d(grid: torch.Tensor, sigma: float, truncate: float = 4.0,
     Returns:
         Tensor of the same shape, dtype and device; zero padding outside the grid; differentiable.
 
+    Raises:
+        UserError: NaN/inf in ``grid`` (with their count and the first position: one NaN would
+            silently spread to (2r+1)³ voxels), σ or truncate not finite and > 0, unknown kernel/method.
+
+    On CPU each call runs on 1 thread or on torch's thread count, whichever was faster for grids of
+    this size recently (:mod:`geo_rs.blur_threads`; ``THREAD_POLICY.enabled = False`` turns it off).
+    The result does not depend on the thread count.
+
     Example:
         >>> g = torch.zeros(9, 9, 9); g[4, 4, 4] = 1
         >>> round(float(gaussian_blur3d(g, 1.0).sum()), 5)
@@ -255,8 +295,11 @@ def gaussian_blur3d(grid: torch.Tensor, sigma: float, truncate: float = 4.0,
     """
     grid = _prepare(grid)
     _check_sigma(sigma, truncate)
+    choice("kernel", kernel, KERNELS)
+    choice("method", method, METHODS)
     if grid.numel() == 0:
         return grid.clone()
+    check_finite(grid)
     return _BlurFn.apply(grid, float(sigma), float(truncate), kernel, method)
 
 
@@ -268,6 +311,8 @@ def gaussian_blur3d_naive(grid: torch.Tensor, sigma: float, truncate: float = 4.
 
     grid = _prepare(grid)
     _check_sigma(sigma, truncate)
+    if grid.numel():
+        check_finite(grid)
     w = gaussian_kernel1d(sigma, truncate, kernel)
     k3 = w[:, None, None] * w[None, :, None] * w[None, None, :]
     arr = grid.detach().cpu().double().numpy()

@@ -34,6 +34,7 @@ __all__ = [
     "existing_file",
     "finite_number",
     "finite_tensor",
+    "float_batch",
     "image_batch",
     "in_open_unit",
     "non_negative_finite",
@@ -211,6 +212,21 @@ def probabilities(name: str, value: torch.Tensor) -> torch.Tensor:
         if lo < 0 or hi > 1:
             raise UserError(f"{name} must lie in [0, 1]; got range [{lo:.6g}, {hi:.6g}]")
     return value
+
+
+def float_batch(name: str, value: object) -> torch.Tensor:
+    """``value`` if it is a finite floating-point tensor batch ``(B, ...)`` with at least 2 dims."""
+    torch = _torch()
+    if not isinstance(value, torch.Tensor):
+        raise UserError(f"{name} must be a torch.Tensor batch (B, ...), got {type(value).__name__}")
+    if value.ndim < 2:
+        raise UserError(
+            f"{name} must be a batch of shape (B, ...) with at least 2 dims, got shape {tuple(value.shape)}; "
+            f"for a single input use {name}.unsqueeze(0)"
+        )
+    if not value.is_floating_point():
+        raise UserError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    return finite_tensor(name, value)
 
 
 _PIXEL_TOL = 1e-6

@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from .errors import UserError
 from .interrupt import Interrupted, exit_code, install_sigterm_handler
 
-CORE_COMMANDS = ("sdf",)  # modules of geo_rs.commands, each with register(subparsers)
+CORE_COMMANDS = ("sdf", "smooth")  # modules of geo_rs.commands, each with register(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,17 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(f"geo-rs {args.command}", args.func, args)
+
+
+def run_command(prog: str, func, args) -> int:
+    """``func(args)`` with the CLI's conventions: a UserError is one line and exit 2, SIGINT/SIGTERM
+    exit 130/143 after cleanup (also for scripts built on geo-rs, e.g. scripts/smooth_mnist_demo.py)."""
     install_sigterm_handler()
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except UserError as exc:
-        print(f"geo-rs {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except Interrupted as exc:
-        print(f"geo-rs {args.command}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return exit_code(exc.signum)
     except KeyboardInterrupt:
-        print(f"geo-rs {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error worth a traceback
         import os

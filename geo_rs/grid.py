@@ -3,11 +3,14 @@
 Index convention (the whole toolkit uses it): ``values[i, j, k]`` is the voxel whose **centre** is
 the world point ``origin + voxel_size * (i, j, k)``; the axes are (x, y, z) in that order. Voxels
 are cubes (one ``voxel_size``). Sampling is trilinear between voxel centres, so the sampled domain
-is ``bounds = (origin, origin + voxel_size * (shape - 1))``; outside it ``sample`` returns ``fill``.
+is ``bounds = (origin, origin + voxel_size * (shape - 1))``. Outside it ``sample`` returns NaN by
+default — never a number: 0 would read as "on the surface" for an SDF — or raises with
+``outside="raise"``, or returns a ``fill`` value the caller chose.
 """
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write
+from .checks import choice, count, positive_finite
 from .errors import UserError
 
 __all__ = ["VoxelGrid"]
@@ -31,6 +36,10 @@ def _as_vec3(v, name: str, dtype: torch.dtype, device: torch.device) -> torch.Te
     return t
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
+
+
 @dataclass
 class VoxelGrid:
     """Values on a regular grid of cubic voxels placed in the world.
@@ -43,8 +52,8 @@ class VoxelGrid:
 
     Example:
         >>> g = VoxelGrid(torch.arange(8.).reshape(2, 2, 2), origin=(0, 0, 0), voxel_size=1.0)
-        >>> g.sample(torch.tensor([[0.5, 0.5, 0.5], [5.0, 0.0, 0.0]])).tolist()
-        [3.5, 0.0]
+        >>> g.sample(torch.tensor([[0.5, 0.5, 0.5], [5.0, 0.0, 0.0]])).tolist()   # outside: NaN
+        [3.5, nan]
     """
 
     values: torch.Tensor
@@ -58,13 +67,7 @@ class VoxelGrid:
             raise UserError(f"VoxelGrid values must have shape (X, Y, Z); got {tuple(self.values.shape)}")
         if not self.values.is_floating_point():
             self.values = self.values.to(torch.get_default_dtype())
-        try:
-            vs = float(self.voxel_size)
-        except (TypeError, ValueError):
-            vs = float("nan")
-        if not (vs > 0 and math.isfinite(vs)):
-            raise UserError(f"voxel_size must be a finite number > 0, got {self.voxel_size!r}")
-        self.voxel_size = vs
+        self.voxel_size = positive_finite("voxel_size", self.voxel_size, "world units")
         self.origin = _as_vec3(self.origin, "origin", self.values.dtype, self.values.device)
 
     # ----------------------------------------------------------------------------------- geometry
@@ -94,28 +97,38 @@ class VoxelGrid:
         return (points - self.origin.to(points)) / self.voxel_size
 
     # ----------------------------------------------------------------------------------- sampling
-    def sample(self, points: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """Trilinear interpolation at world ``points`` (..., 3) → (...,); ``fill`` outside ``bounds``
-        (more than 1e-4 voxel beyond the outer voxel centres).
+    def sample(self, points: torch.Tensor, fill: float = float("nan"), outside: str = "fill") -> torch.Tensor:
+        """Trilinear interpolation at world ``points`` (..., 3) → (...,).
+
+        A point outside ``bounds`` (more than 1e-4 voxel beyond the outer voxel centres), or a NaN
+        point, has no value: with ``outside="fill"`` (default) it gets ``fill``, NaN unless the caller
+        chooses a sentinel (never 0 by default: for an SDF 0 means "on the surface"); with
+        ``outside="raise"`` any such point raises :class:`UserError` with their count and the first.
 
         Differentiable w.r.t. ``values`` and ``points``. Points are moved to the grid's device.
         """
         points = torch.as_tensor(points)
         if points.shape[-1:] != (3,):
             raise UserError(f"points must have shape (..., 3); got {tuple(points.shape)}")
+        choice("outside", outside, ("fill", "raise"))
         if min(self.shape) < 2:
             raise UserError(f"trilinear sampling needs ≥ 2 voxels per axis; grid shape {self.shape}")
         lead = points.shape[:-1]
         pts = points.reshape(-1, 3).to(device=self.values.device, dtype=self.values.dtype)
         idx = self.world_to_index(pts)
         size = torch.tensor(self.shape, dtype=idx.dtype, device=idx.device)
+        tol = 1e-4  # voxels: points on the boundary must not fall outside through rounding
+        inside = ((idx >= -tol) & (idx <= size - 1 + tol)).all(dim=-1)
+        if outside == "raise" and not bool(inside.all()):
+            first = pts[~inside][0].tolist()
+            lo, hi = (b.tolist() for b in self.bounds)
+            raise UserError(f"{int((~inside).sum())} of {len(pts)} points lie outside the grid "
+                            f"(first {first}; the grid spans {lo} .. {hi})")
         # grid_sample with align_corners=True maps -1/+1 to the first/last voxel centre; its input
         # is (N, C, D, H, W) = (1, 1, X, Y, Z) and its coordinates are ordered (W, H, D) = (k, j, i).
         norm = (2 * idx / (size - 1) - 1).flip(-1)
         out = F.grid_sample(self.values[None, None], norm.view(1, 1, 1, -1, 3), mode="bilinear",
                             padding_mode="border", align_corners=True).view(-1)
-        tol = 1e-4  # voxels: points on the boundary must not fall outside through rounding
-        inside = ((idx >= -tol) & (idx <= size - 1 + tol)).all(dim=-1)
         out = torch.where(inside, out, torch.full_like(out, float(fill)))
         return out.reshape(lead)
 
@@ -136,10 +149,8 @@ class VoxelGrid:
         """
         lo = _as_vec3(bounds_min, "bounds_min", torch.float64, torch.device("cpu"))
         hi = _as_vec3(bounds_max, "bounds_max", torch.float64, torch.device("cpu"))
-        if int(res) != res or res < 2:
-            raise UserError(f"res must be an integer ≥ 2, got {res!r}")
-        if int(padding_voxels) != padding_voxels or padding_voxels < 0:
-            raise UserError(f"padding_voxels must be an integer ≥ 0, got {padding_voxels!r}")
+        res = count("res", res, minimum=2)
+        padding_voxels = count("padding_voxels", padding_voxels, minimum=0)
         if (hi < lo).any():
             raise UserError(f"bounds_max {hi.tolist()} is below bounds_min {lo.tolist()}")
         inner = int(res) - 1 - 2 * int(padding_voxels)
@@ -174,10 +185,10 @@ class VoxelGrid:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, values=self.values.detach().cpu().numpy(),
-                 origin=self.origin.detach().cpu().double().numpy(), voxel_size=np.float64(self.voxel_size))
-        return path
+        arrays = dict(values=self.values.detach().cpu().numpy(),
+                      origin=self.origin.detach().cpu().double().numpy(),
+                      voxel_size=np.float64(self.voxel_size))
+        return atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str | None = None) -> VoxelGrid:
@@ -186,11 +197,23 @@ class VoxelGrid:
         if not path.is_file():
             raise UserError(f"grid file not found: {path}")
         try:
-            with np.load(path) as data:
-                values, origin, vs = data["values"], data["origin"], float(data["voxel_size"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot read voxel grid {path}: {exc}") from None
-        return cls(torch.from_numpy(values).to(device), origin, vs)
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(f"cannot read voxel grid {path}: {_one_line(exc)}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise UserError(f"{path} is not a VoxelGrid .npz (no values/origin/voxel_size arrays)")
+        with data:
+            missing = [k for k in ("values", "origin", "voxel_size") if k not in data.files]
+            if missing:
+                raise UserError(f"{path} is not a VoxelGrid .npz: missing {', '.join(missing)}")
+            try:
+                values, origin, vs = data["values"], data["origin"], data["voxel_size"]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise UserError(f"cannot read voxel grid {path}: {_one_line(exc)}") from None
+        if values.dtype.kind not in "biuf" or vs.size != 1:
+            raise UserError(f"{path}: values must be a numeric array and voxel_size one number; got "
+                            f"{values.dtype} values and voxel_size of shape {vs.shape}")
+        return cls(torch.from_numpy(np.asarray(values)).to(device), origin, vs.item())
 
     def __repr__(self) -> str:
         o = ", ".join(f"{v:.4g}" for v in self.origin.tolist())

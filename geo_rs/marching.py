@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from .atomic import write_bytes
+from .blur import check_finite
+from .checks import finite_number
 from .errors import UserError
 from .grid import VoxelGrid
 
@@ -25,7 +26,8 @@ def extract_mesh(grid: VoxelGrid, level: float = 0.0):
         level: iso-value (0 for a weak SDF, 0.5 for occupancy).
 
     Raises:
-        UserError: NaN values, or no crossing of ``level`` in the grid (empty surface).
+        UserError: NaN/inf values (count and first position), or no crossing of ``level`` in the grid
+            (an empty surface; the message gives the value range).
 
     Example:
         >>> import torch
@@ -36,22 +38,33 @@ def extract_mesh(grid: VoxelGrid, level: float = 0.0):
         >>> bool(abs(np.linalg.norm(m.vertices, axis=1).mean() - 0.6) < 0.01), m.is_watertight
         (True, True)
     """
+    import torch
     import trimesh
     from skimage.measure import marching_cubes
 
-    vol = grid.values.detach().cpu().double().numpy()
-    if not np.isfinite(vol).all():
-        bad = int((~np.isfinite(vol)).sum())
-        raise UserError(f"grid values contain NaN/inf ({bad} voxels); cannot extract a mesh")
-    lo, hi = float(vol.min()), float(vol.max())
-    if not (lo < level < hi):
-        raise UserError(f"no surface at level {level}: grid values range over [{lo:.4g}, {hi:.4g}]")
+    level = finite_number("level", level)
+    # scikit-image works on a C-contiguous float32 volume: hand it one, so it makes no copy.
+    values = grid.values.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    check_finite(values, "grid values")  # NaN voxels would silently read as "outside"
+    vol = values.numpy()
     h = grid.voxel_size
-    verts, faces, _normals, _ = marching_cubes(vol, level=level, spacing=(h, h, h), allow_degenerate=False)
+    try:
+        # "ascent": faces wound so the right-hand normal points towards *decreasing* values, i.e.
+        # outward from our inside (values > level). Checked in tests/test_meshes.py.
+        verts, faces, _normals, _ = marching_cubes(vol, level=level, spacing=(h, h, h),
+                                                   gradient_direction="ascent", allow_degenerate=False)
+    except (ValueError, RuntimeError):  # level outside the data range, or no crossing at all
+        lo, hi = float(vol.min()), float(vol.max())
+        if min(vol.shape) < 2:
+            raise UserError(f"marching cubes needs >= 2 voxels per axis; grid shape {vol.shape}") from None
+        if not lo < level < hi:
+            raise UserError(f"no surface at level {level}: grid values range over [{lo:.4g}, {hi:.4g}]") \
+                from None
+        raise
     verts = verts + grid.origin.detach().cpu().double().numpy()
-    # scikit-image winds faces so the right-hand normal points towards *increasing* values (into our
-    # inside); reversing the winding makes normals outward. Checked in tests/test_meshes.py.
-    mesh = trimesh.Trimesh(vertices=verts, faces=np.ascontiguousarray(faces[:, ::-1]), process=True)
+    # process=False: marching cubes already shares vertices and drops degenerate faces; trimesh's
+    # processing (vertex merging by hashing) would only cost time.
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     mesh.metadata["name"] = f"marching cubes at level {level}"
     return mesh
 
@@ -63,6 +76,5 @@ def export_mesh(mesh, path: str | Path) -> Path:
     if suffix not in (".ply", ".obj", ".stl", ".off"):
         raise UserError(f"unsupported mesh export format '{path.suffix}' for {path} "
                         "(use .ply, .obj, .stl, .off)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(path)
-    return path
+    data = mesh.export(file_type=suffix[1:])  # bytes (PLY, STL) or text (OBJ, OFF)
+    return write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)

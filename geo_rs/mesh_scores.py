@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import count, positive_finite
 from .errors import UserError
 
 __all__ = ["mesh_metrics", "sample_surface"]
@@ -29,14 +30,20 @@ def sample_surface(mesh, n_points: int, seed: int = 0) -> tuple[np.ndarray, np.n
     """``n_points`` area-uniform samples (n, 3) and their face normals (n, 3), reproducible by seed."""
     import trimesh
 
-    if len(mesh.faces) == 0 or mesh.area <= 0:
-        raise UserError("cannot sample an empty mesh (no triangles or zero area)")
+    if len(mesh.faces) == 0 or not mesh.area > 0:  # also NaN vertices (NaN area)
+        raise UserError(f"cannot sample {getattr(mesh, 'metadata', {}).get('name', 'a mesh')}: no triangles, "
+                        "zero area or non-finite vertices")
     pts, face_idx = trimesh.sample.sample_surface(mesh, int(n_points), seed=seed)
     return np.asarray(pts), np.asarray(mesh.face_normals[face_idx])
 
 
-def mesh_metrics(pred, gt, n_points: int = 100_000, fscore_ratio: float = 0.01, seed: int = 0) -> dict:
+def mesh_metrics(pred, gt, n_points: int = 100_000, fscore_ratio: float = 0.01, seed: int = 0,
+                 workers: int | None = None) -> dict:
     """Compare a reconstructed mesh ``pred`` with a ground-truth mesh ``gt`` (both ``trimesh.Trimesh``).
+
+    Args:
+        workers: threads of the nearest-neighbour queries; default ``torch.get_num_threads()``, the
+            caller's thread setting (``--threads``, ``OMP_NUM_THREADS``). Results do not depend on it.
 
     Returns:
         dict of floats: accuracy, completeness, chamfer_l1, chamfer_l2, normal_consistency, fscore,
@@ -50,12 +57,18 @@ def mesh_metrics(pred, gt, n_points: int = 100_000, fscore_ratio: float = 0.01, 
     """
     from scipy.spatial import cKDTree
 
-    if not (n_points >= 1):
-        raise UserError(f"n_points must be ≥ 1, got {n_points}")
+    n_points = count("n_points", n_points)
+    fscore_ratio = positive_finite("fscore_ratio", fscore_ratio)
+    seed = count("seed", seed, minimum=0)
+    if workers is None:
+        import torch
+
+        workers = torch.get_num_threads()
+    workers = count("workers", workers)
     p_pts, p_nrm = sample_surface(pred, n_points, seed)
     g_pts, g_nrm = sample_surface(gt, n_points, seed + 1)
-    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
-    d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=-1)
+    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=workers)
+    d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=workers)
     acc, comp = float(d_pg.mean()), float(d_gp.mean())
     nc_p = np.abs(np.sum(p_nrm * g_nrm[i_pg], axis=1)).mean()
     nc_g = np.abs(np.sum(g_nrm * p_nrm[i_gp], axis=1)).mean()

@@ -60,13 +60,16 @@ def load_mesh(source: str | Path):
         raise UserError(f"unsupported mesh format '{path.suffix}' for {path} "
                         f"(use {', '.join(MESH_SUFFIXES)})")
     try:
-        mesh = trimesh.load(path, force="mesh", process=True)
+        mesh = trimesh.load(path, force="mesh", process=False)  # processing would drop NaN vertices
     except Exception as exc:  # trimesh raises many types for corrupt files  # noqa: BLE001
-        raise UserError(f"cannot read mesh {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise UserError(f"cannot read mesh {path}: {reason}") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise UserError(f"mesh {path} is empty (no triangles)")
     if not np.isfinite(mesh.vertices).all():
-        raise UserError(f"mesh {path} has non-finite (NaN/inf) vertex coordinates")
+        bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
+        raise UserError(f"mesh {path} has {bad} vertices with non-finite (NaN/inf) coordinates")
+    mesh.process()  # merge duplicate vertices (STL stores each triangle's own), drop degenerate faces
     mesh.metadata["name"] = str(path)
     return mesh
 
@@ -126,6 +129,8 @@ def occupancy_grid(mesh, grid: VoxelGrid | int, padding_voxels: int = 2, repair:
     Returns:
         VoxelGrid with float32 values in {0, 1} (CPU).
     """
+    if nsamples < 1 or nsamples % 2 == 0:
+        raise UserError(f"nsamples must be an odd number >= 1 (a majority vote of rays), got {nsamples!r}")
     mesh = ensure_watertight(mesh, repair=repair)
     if isinstance(grid, VoxelGrid):
         placement = grid

@@ -1,10 +1,13 @@
 """Figures: axis cuts of a (weak) SDF grid with the zero level drawn, like the paper's Figure 3."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes
+from .checks import count
 from .grid import VoxelGrid
 
 __all__ = ["plot_sdf_slices"]
@@ -25,6 +28,8 @@ def plot_sdf_slices(grid: VoxelGrid, path: str | Path, title: str | None = None,
     vol = grid.values.detach().cpu().double().numpy()
     X, Y, Z = vol.shape
     ci, cj, ck = index if index is not None else (X // 2, Y // 2, Z // 2)
+    for name, i, n in zip("xyz", (ci, cj, ck), vol.shape):
+        count(f"index ({name})", i, minimum=0, maximum=n - 1)
     o = grid.origin.detach().cpu().double().numpy()
     h = grid.voxel_size
     ax_vals = [o[a] + h * np.arange(n) for a, n in enumerate(vol.shape)]
@@ -52,8 +57,7 @@ def plot_sdf_slices(grid: VoxelGrid, path: str | Path, title: str | None = None,
     fig.colorbar(im, ax=axes, shrink=0.8, label=f"value (black: level {level:g}; > level = inside)")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return write_bytes(path, buf.getvalue())

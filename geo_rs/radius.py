@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
+from .checks import positive_finite, probabilities
 
 __all__ = ["certified_radius", "max_radius_sigmas"]
 
@@ -50,14 +50,11 @@ def certified_radius(p: torch.Tensor | float, sigma: float, check: bool = True) 
         >>> round(float(certified_radius(torch.tensor(1.0, dtype=torch.float64), 1.0)), 2)
         8.21
     """
-    if not (float(sigma) > 0):
-        raise UserError(f"sigma must be > 0, got {sigma}")
+    sigma = positive_finite("sigma", sigma)
     p = torch.as_tensor(p)
     if not p.is_floating_point():
         p = p.to(torch.float64)
-    if check and p.numel():
-        lo, hi = torch.aminmax(p.detach())
-        if torch.isnan(lo) or torch.isnan(hi) or lo < 0 or hi > 1:
-            raise UserError(f"probabilities must lie in [0, 1] without NaN; got [{lo.item()}, {hi.item()}]")
+    if check:
+        probabilities("p", p)
     d = _delta(p.dtype)
     return sigma * torch.special.ndtri(p.clamp(d, 1 - d))

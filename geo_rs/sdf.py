@@ -27,6 +27,8 @@ import math
 import torch
 
 from .blur import _check_sigma, _prepare, _workspace, blur_radius, gaussian_blur3d
+from .blur_threads import ThreadPolicy
+from .checks import finite_tensor, positive_finite, probabilities
 from .errors import UserError
 
 __all__ = ["WeakSDF", "blur_slack", "certified_sdf_at", "weak_sdf", "weak_sdf_from_smoothed",
@@ -34,23 +36,11 @@ __all__ = ["WeakSDF", "blur_slack", "certified_sdf_at", "weak_sdf", "weak_sdf_fr
 
 
 def _check_voxel_size(voxel_size: float) -> None:
-    try:
-        ok = float(voxel_size) > 0 and math.isfinite(float(voxel_size))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise UserError(f"voxel_size must be a finite number > 0 (world units), got {voxel_size!r}")
+    positive_finite("voxel_size", voxel_size, "world units")
 
 
-def _check_probabilities(p: torch.Tensor, what: str) -> None:
-    if p.numel() == 0:
-        return
-    lo, hi = torch.aminmax(p.detach())
-    lo, hi = float(lo), float(hi)
-    if math.isnan(lo) or math.isnan(hi):
-        raise UserError(f"{what} contains NaN (shape {tuple(p.shape)})")
-    if lo < 0 or hi > 1:
-        raise UserError(f"{what} must lie in [0, 1]; got range [{lo:.6g}, {hi:.6g}]")
+# 1 or torch's thread count for a whole weak_sdf call (blur + Φ⁻¹), as for the blur alone.
+THREAD_POLICY = ThreadPolicy()
 
 
 def blur_slack(sigma: float, truncate: float = 4.0, kernel: str = "integrated",
@@ -95,7 +85,7 @@ def weak_sdf_from_smoothed(smoothed: torch.Tensor, sigma_world: float, slack: fl
     in world units (σ voxels × voxel size). Differentiable. Without gradients it works in place on
     one buffer — ``smoothed`` itself when ``inplace=True``.
     """
-    _check_sigma(sigma_world, 1.0)
+    positive_finite("sigma_world", sigma_world, "world units")
     smoothed = torch.as_tensor(smoothed)
     if not smoothed.is_floating_point():
         smoothed = smoothed.to(torch.get_default_dtype())
@@ -132,7 +122,7 @@ def _check_smoothed(p: torch.Tensor) -> None:
     lo, hi = torch.aminmax(p.detach())
     lo, hi = float(lo), float(hi)
     if math.isnan(lo) or math.isnan(hi):
-        raise UserError(f"smoothed occupancy contains NaN (shape {tuple(p.shape)})")
+        finite_tensor("smoothed occupancy", p)
     tol = 64 * torch.finfo(p.dtype).eps
     if lo < -tol or hi > 1 + tol:
         raise UserError(f"smoothed occupancy must lie in [0, 1]; got range [{lo:.6g}, {hi:.6g}]")
@@ -162,7 +152,15 @@ def weak_sdf(occupancy: torch.Tensor, sigma: float, voxel_size: float, truncate:
     _check_sigma(sigma, truncate)
     _check_voxel_size(voxel_size)
     if check:
-        _check_probabilities(occupancy, "occupancy")
+        probabilities("occupancy", occupancy)  # without it the blur still refuses NaN/inf
+    if occupancy.device.type != "cpu":
+        return _weak_sdf(occupancy, sigma, voxel_size, truncate, kernel, method)
+    with THREAD_POLICY.threads(occupancy.numel()):
+        return _weak_sdf(occupancy, sigma, voxel_size, truncate, kernel, method)
+
+
+def _weak_sdf(occupancy: torch.Tensor, sigma: float, voxel_size: float, truncate: float, kernel: str,
+              method: str) -> torch.Tensor:
     smoothed = gaussian_blur3d(occupancy, sigma, truncate=truncate, kernel=kernel, method=method)
     slack = blur_slack(sigma, truncate, kernel, smoothed.dtype)
     # The blur's output is a fresh tensor: without autograd it can be overwritten in place.
@@ -195,6 +193,7 @@ def certified_sdf_at(grid, points: torch.Tensor) -> torch.Tensor:
     centres. This uses the nearest voxel centre c (clamped into the grid, so any point works):
     the surface is at least |w(c)| from c, hence at least |w(c)| − |x − c| from x, on the same side:
     returns sign(w(c))·max(0, |w(c)| − |x − c|). Differentiable in ``points`` almost everywhere.
+    A NaN/inf point gets NaN (it has no nearest centre).
     """
     from .grid import VoxelGrid
 
@@ -204,9 +203,12 @@ def certified_sdf_at(grid, points: torch.Tensor) -> torch.Tensor:
     if points.shape[-1:] != (3,):
         raise UserError(f"points must have shape (..., 3); got {tuple(points.shape)}")
     size = torch.tensor(grid.shape, device=points.device)
-    idx = torch.round(grid.world_to_index(points.detach())).long()
+    ok = torch.isfinite(points.detach()).all(dim=-1)  # a NaN point has no nearest centre: NaN out
+    safe = torch.where(ok[..., None], points, grid.origin)
+    idx = torch.round(grid.world_to_index(safe.detach())).long()
     idx = torch.minimum(idx.clamp(min=0), size - 1)
     centre = grid.origin + grid.voxel_size * idx.to(points.dtype)
     w = grid.values[idx[..., 0], idx[..., 1], idx[..., 2]]
-    gap = (points - centre).norm(dim=-1)
-    return torch.sign(w) * (w.abs() - gap).clamp(min=0)
+    gap = (safe - centre).norm(dim=-1)
+    out = torch.sign(w) * (w.abs() - gap).clamp(min=0)
+    return torch.where(ok, out, torch.full_like(out, float("nan")))

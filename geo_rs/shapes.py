@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .checks import choice
+
 __all__ = ["builtin_shapes", "make_shape"]
 
 
@@ -66,6 +68,7 @@ def builtin_shapes() -> list[str]:
 
 def make_shape(name: str):
     """Build the named built-in shape as a ``trimesh.Trimesh`` (float64 vertices, watertight)."""
+    choice("shape", name, builtin_shapes())
     mesh = _SHAPES[name]()
     mesh.metadata["name"] = name
     assert mesh.is_watertight and np.isfinite(mesh.vertices).all(), name

@@ -12,13 +12,12 @@ reference in :mod:`geo_rs.smoothing`, so the two can only differ in how they dra
 """
 from __future__ import annotations
 
-import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .checks import count, in_open_unit, positive_finite
 from .errors import UserError
 from .radius import certified_radius
 
@@ -77,39 +76,20 @@ class Prediction:
         return iter((self.prediction, self.p_value))
 
 
+# Thin aliases of the shared checks (geo_rs.checks), kept for the callers in geo_rs.smoothing.
 def check_count(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int ≥ ``minimum``; bools, floats and strings are refused with a UserError."""
-    if isinstance(value, bool):
-        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if number < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}, got {number}")
-    return number
+    """``value`` as an int ≥ ``minimum`` (:func:`geo_rs.checks.count`)."""
+    return count(name, value, minimum)
 
 
 def check_alpha(alpha: object) -> float:
-    """``alpha`` as a float strictly inside (0, 1)."""
-    try:
-        value = float(alpha)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise UserError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
-    if not 0.0 < value < 1.0:  # also refuses NaN
-        raise UserError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
-    return value
+    """``alpha`` as a float strictly inside (0, 1) (:func:`geo_rs.checks.in_open_unit`)."""
+    return in_open_unit("alpha", alpha)
 
 
 def check_sigma(sigma: object) -> float:
-    """``sigma`` as a finite float > 0."""
-    try:
-        value = float(sigma)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise UserError(f"sigma must be a positive number, got {sigma!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise UserError(f"sigma must be a finite number > 0, got {sigma!r}")
-    return value
+    """``sigma`` as a finite float > 0 (:func:`geo_rs.checks.positive_finite`)."""
+    return positive_finite("sigma", sigma)
 
 
 def stream_seeds(generator: SeedLike, num_streams: int) -> list[int]:

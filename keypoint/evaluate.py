@@ -1,9 +1,6 @@
-"""Evaluate trained keypoint models and load checkpoints safely.
+"""Evaluate trained top-down keypoint models (checkpoints: :mod:`keypoint.checkpoints`).
 
-* :func:`load_checkpoint(path)` → ``(model, checkpoint dict)``. Fails with one clear
-  :class:`UserError` if the file is missing / not a geo-rs keypoint checkpoint, if the recorded
-  codec differs from the codec the recorded model config builds (e.g. edited stride or input size),
-  or if the weights do not fit the model.
+* :func:`crop_predictions(...)` → per-keypoint predictions, errors and masks (:class:`CropPredictions`);
 * :func:`evaluate_model(model, data, layout, input_size, padding)` → metrics dict on top-down crops
   (ground-truth boxes) of every annotated instance:
 
@@ -18,52 +15,15 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from geo_rs.errors import UserError
-
-from .codecs import codec_from_dict
 from .data.dataset import KeypointCropDataset, KeypointLayout
 from .data.synth import KeypointData
+from .data.tensors import materialize
 from .metrics import nme, oks_ap, pck, visibility_split
-from .models.registry import build_model
-from .train import CHECKPOINT_FORMAT, materialize
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild the model stored in a checkpoint; see module docstring for the checks."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 — any unpickling failure means "not a checkpoint"
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a geo-rs keypoint checkpoint (format "
-                        f"{ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r}, "
-                        f"expected {CHECKPOINT_FORMAT!r})")
-    for key in ("model_config", "codec", "layout", "state_dict", "input_size"):
-        if key not in ck:
-            raise UserError(f"{path}: checkpoint lacks '{key}'")
-    layout = KeypointLayout.from_dict(ck["layout"])
-    model = build_model(ck["model_config"], num_keypoints=layout.num_channels,
-                        input_size=int(ck["input_size"]))
-    recorded = codec_from_dict(ck["codec"])
-    if recorded != model.codec:
-        raise UserError(f"{path}: codec mismatch — checkpoint recorded {recorded.to_dict()} but its model "
-                        f"config builds {model.codec.to_dict()}")
-    try:
-        model.load_state_dict(ck["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        kind = ck["model_config"].get("type")
-        raise UserError(f"{path}: weights do not fit the model '{kind}' ({first})") from None
-    model.to(map_location).eval()
-    return model, ck
 
 
 @torch.no_grad()
@@ -78,39 +38,71 @@ def predict_crops(model, images: torch.Tensor, batch_size: int = 128) -> tuple[t
     return torch.cat(kps), torch.cat(scores)
 
 
-def evaluate_model(model, data: KeypointData, layout: KeypointLayout, input_size: int,
-                   padding: float = 1.25) -> dict:
-    """Metrics of ``model`` on ground-truth-box crops of ``data`` (see module docstring)."""
+@dataclass
+class CropPredictions:
+    """Per-keypoint predictions of a model on every instance crop of a dataset (M crops, C channels).
+
+    ``pred`` / ``gt (M, C, 2)`` crop pixels; ``score``, ``vis`` (COCO 0/1/2), ``inside`` (ground truth
+    inside the image) ``(M, C)``; ``side (M,)`` the box's longer side in crop pixels; ``affine
+    (M, 2, 3)`` crop → image; ``sample_index``, ``category_id (M,)``.
+    """
+
+    pred: np.ndarray
+    score: np.ndarray
+    gt: np.ndarray
+    vis: np.ndarray
+    inside: np.ndarray
+    side: np.ndarray
+    affine: np.ndarray
+    sample_index: np.ndarray
+    category_id: np.ndarray
+
+    @property
+    def error(self) -> np.ndarray:
+        """(M, C) Euclidean error in crop pixels."""
+        return np.linalg.norm(self.pred - self.gt, axis=-1)
+
+
+def crop_predictions(model, data: KeypointData, layout: KeypointLayout, input_size: int,
+                     padding: float = 1.25) -> CropPredictions:
+    """Run ``model`` on the ground-truth-box crop of every annotated instance of ``data``."""
     ds = KeypointCropDataset(data, input_size, padding, layout)
     m = materialize(ds, model.codec)
     pred, score = predict_crops(model, m["image"])
-    gt = m["keypoints"][:, 0].numpy().astype(np.float64)  # (M, C, 2) crop pixels
-    vis = m["visibility"][:, 0].numpy()
-    p, s = pred.numpy().astype(np.float64), score.numpy().astype(np.float64)
-    affine = m["crop_to_image"].numpy().astype(np.float64)  # (M, 2, 3)
+    gt = m["keypoints"][:, 0].numpy().astype(np.float64)
+    affine = m["crop_to_image"].numpy().astype(np.float64)
     box = m["box"].numpy()
-    side = np.maximum(box[:, 2], box[:, 3]) / affine[:, 0, 0]  # box's longer side in crop pixels
+    img_xy = np.einsum("mij,mkj->mki", affine[:, :, :2], gt) + affine[:, None, :, 2]
+    sizes = np.array([data.samples[i].image.shape[:2] for i in m["sample_index"].numpy()])  # (M, 2) h, w
+    inside = ((img_xy[..., 0] >= -0.5) & (img_xy[..., 0] < sizes[:, None, 1] - 0.5)
+              & (img_xy[..., 1] >= -0.5) & (img_xy[..., 1] < sizes[:, None, 0] - 0.5))
+    return CropPredictions(pred=pred.numpy().astype(np.float64), score=score.numpy().astype(np.float64),
+                           gt=gt, vis=m["visibility"][:, 0].numpy(), inside=inside,
+                           side=np.maximum(box[:, 2], box[:, 3]) / affine[:, 0, 0], affine=affine,
+                           sample_index=m["sample_index"].numpy(), category_id=m["category_id"].numpy())
+
+
+def evaluate_model(model, data: KeypointData, layout: KeypointLayout, input_size: int,
+                   padding: float = 1.25) -> dict:
+    """Metrics of ``model`` on ground-truth-box crops of ``data`` (see module docstring)."""
+    cp = crop_predictions(model, data, layout, input_size, padding)
+    p, s, gt, vis, side = cp.pred, cp.score, cp.gt, cp.vis, cp.side
     out: dict = {"instances": int(len(p)), "has_scores": bool(model.codec.has_scores)}
     for a in (0.05, 0.1, 0.2):
         out[f"pck@{a}"] = pck(p, gt, vis, side, a)
     out["nme"] = nme(p, gt, vis, side)
     out.update(visibility_split(p, s, gt, vis))
     # Split invisible keypoints into occluded (inside the image) and truncated (outside it).
-    img_xy = np.einsum("mij,mkj->mki", affine[:, :, :2], gt) + affine[:, None, :, 2]
-    sizes = np.array([data.samples[i].image.shape[:2] for i in m["sample_index"].numpy()])  # (M, 2) h, w
-    inside = ((img_xy[..., 0] >= -0.5) & (img_xy[..., 0] < sizes[:, None, 1] - 0.5)
-              & (img_xy[..., 1] >= -0.5) & (img_xy[..., 1] < sizes[:, None, 0] - 0.5))
-    err = np.linalg.norm(p - gt, axis=-1)
-    for name, sel in (("occluded", (vis == 1) & inside), ("truncated", (vis == 1) & ~inside)):
+    err = cp.error
+    for name, sel in (("occluded", (vis == 1) & cp.inside), ("truncated", (vis == 1) & ~cp.inside)):
         out[f"{name}_error"] = float(err[sel].mean()) if sel.any() else float("nan")
         out[f"n_{name}"] = int(sel.sum())
     if not model.codec.has_scores:
         out["vis_score"] = out["inv_score"] = float("nan")
-    out["oks_ap"] = _oks_ap_topdown(p, s, affine, m, data, layout)
+    out["oks_ap"] = _oks_ap_topdown(cp, data, layout)
     out["per_category"] = {}
-    cats = m["category_id"].numpy()
     for c in layout.categories:
-        sel = cats == c.id
+        sel = cp.category_id == c.id
         if sel.any():
             out["per_category"][c.name] = {"instances": int(sel.sum()),
                                            "pck@0.1": pck(p[sel], gt[sel], vis[sel], side[sel], 0.1),
@@ -118,11 +110,12 @@ def evaluate_model(model, data: KeypointData, layout: KeypointLayout, input_size
     return out
 
 
-def _oks_ap_topdown(p, s, affine, m, data: KeypointData, layout: KeypointLayout) -> dict:
+def _oks_ap_topdown(cp: CropPredictions, data: KeypointData, layout: KeypointLayout) -> dict:
     """COCO keypoint AP with one detection per ground-truth box (top-down with GT boxes)."""
-    pred_img = np.einsum("mij,mkj->mki", affine[:, :, :2], p) + affine[:, None, :, 2]
+    s = cp.score
+    pred_img = np.einsum("mij,mkj->mki", cp.affine[:, :, :2], cp.pred) + cp.affine[:, None, :, 2]
     dets = {i: {"keypoints": [], "scores": [], "category_ids": []} for i in range(len(data.samples))}
-    for j, (si, cid) in enumerate(zip(m["sample_index"].numpy(), m["category_id"].numpy())):
+    for j, (si, cid) in enumerate(zip(cp.sample_index, cp.category_id)):
         ch = layout.channels(int(cid))
         dets[int(si)]["keypoints"].append(pred_img[j, ch])
         dets[int(si)]["scores"].append(float(s[j, ch].mean()))

@@ -27,6 +27,15 @@ intersection of their boxes cannot be attributed by position alone. Our reading 
    debatable node ends as an *inferred* node of one object or as an *outlier*; each slot takes at
    most one node, so no object exceeds its keypoint count and links to rejected nodes are dropped.
 
+6. **Feedback into CKLM** (Fig. 2: LIS "provides CKLM with feedback to rectify keypoint
+   localization"; :func:`relocalise_missing`): after the assignment, each object's fitted template
+   predicts where its *empty* slots should be; the slot is re-localised at the strongest CKLM
+   heatmap response within ``radius``·(box size) of that prediction (sub-cell by the offset map),
+   if it reaches ``min_score`` — a weaker response than a node needs (``peak_threshold``), so a
+   keypoint whose peak was too faint, suppressed by a neighbour or claimed by nobody comes back.
+   Cells next to an already assigned keypoint are not reused. This acts on CKLM's outputs at
+   inference; it does not change CKLM's weights (the paper gives no training signal for it).
+
 Without LIS (the ablation baseline, :func:`group_nodes_naive`): every object takes the top-``K_c``
 nodes by heatmap score inside its box — debatable nodes may be claimed by several objects — and
 matches them to slots by the feature cue only.
@@ -55,6 +64,7 @@ __all__ = [
     "fit_templates",
     "group_nodes_lis",
     "group_nodes_naive",
+    "relocalise_missing",
 ]
 
 _BIG = 1e6  # cost of a forbidden pairing (node outside the object's box / invalid slot)
@@ -277,3 +287,62 @@ def group_nodes_lis(node_xy, node_score, boxes, logp, num_keypoints: list[int],
                 node_index[o][s] = deb[ri]
                 role[deb[ri]] = "inferred"
     return Grouping(node_index=node_index, role=role, debatable=debatable)
+
+
+# -------------------------------------------------------------------------------------- feedback
+def relocalise_missing(heat: np.ndarray, offsets: np.ndarray, stride: int, keypoints: list[np.ndarray],
+                       scores: list[np.ndarray], templates: list[np.ndarray | None], boxes: np.ndarray,
+                       radius: float = 0.12, min_score: float = 0.05
+                       ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """LIS feedback into CKLM: fill each object's empty slots from the heatmap (module docstring, 6).
+
+    Args:
+        heat: (h, w) keypoint probabilities; offsets: (2, h, w) sub-cell offsets (map cells).
+        stride: image pixels per map cell (cell j ↔ pixel (j + 0.5)·stride − 0.5).
+        keypoints / scores: per object (K_o, 2) image pixels (NaN = empty slot) and (K_o,).
+        templates: per object the (K_o, 2) category template, or None (no prediction: unchanged).
+        boxes: (O, 4) xywh; radius: search radius as a fraction of the box's longer side.
+        min_score: weakest heatmap value accepted.
+    Returns:
+        New ``keypoints``, ``scores`` and per object a (K_o,) bool mask of the re-localised slots.
+    """
+    h, w = heat.shape
+    kp = [np.array(k, np.float64, copy=True) for k in keypoints]
+    sc = [np.array(v, np.float64, copy=True) for v in scores]
+    moved = [np.zeros(len(k), bool) for k in kp]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    taken = [(p + 0.5) / stride - 0.5 for k in kp for p in k if np.isfinite(p).all()]
+
+    def free(cell_xy: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(cell_xy), bool)
+        for t in taken:
+            ok &= np.abs(cell_xy - t).max(1) > 1.0  # not the 3×3 neighbourhood of a used keypoint
+        return ok
+
+    for o, (pts, tpl) in enumerate(zip(kp, templates)):
+        got = np.flatnonzero(np.isfinite(pts).all(1))
+        if tpl is None or len(got) < 2 or len(got) == len(pts):
+            continue
+        a, t = fit_similarity(tpl[got], pts[got])
+        expected = tpl @ a.T + t
+        r_cells = max(radius * max(float(boxes[o, 2]), float(boxes[o, 3])) / stride, 1.0)
+        for slot in np.flatnonzero(~np.isfinite(pts).all(1)):
+            u = (expected[slot] + 0.5) / stride - 0.5
+            near = (xs - u[0]) ** 2 + (ys - u[1]) ** 2 <= r_cells**2
+            cy, cx = np.nonzero(near)
+            if len(cx) == 0:
+                continue
+            cells = np.stack([cx, cy], 1).astype(np.float64)
+            keep = free(cells)
+            if not keep.any():
+                continue
+            cx, cy = cx[keep], cy[keep]
+            best = int(np.argmax(heat[cy, cx]))
+            value = float(heat[cy[best], cx[best]])
+            if value < min_score:
+                continue
+            cell = np.array([cx[best], cy[best]], np.float64)
+            xy = (cell + offsets[:, cy[best], cx[best]] + 0.5) * stride - 0.5
+            pts[slot], sc[o][slot], moved[o][slot] = xy, value, True
+            taken.append(cell)
+    return kp, sc, moved

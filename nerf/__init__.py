@@ -2,76 +2,55 @@
 
 Pipeline (the paper's Fig. 2): density grid θ → f = sigmoid(θ) → f̂ = gaussian_blur3d(f, σ) →
 weak SDF s = σ·Φ⁻¹(f̂) → occupancy G = sigmoid(α·s/σ) → density −log(1 + ε − G) → nerfacc volume
-rendering. The mesh is the zero level of s (marching cubes), a certified-distance surface.
+rendering. σ and α follow schedules (coarse to fine); the mesh is the zero level of s at the final σ
+(marching cubes), a certified-distance surface, and ``field.clearance(points)`` queries it soundly.
+Data: the Blender layout, instant-ngp/nerfstudio ``transforms.json`` or a COLMAP text model
+(:func:`load_capture`), normalised into the training frame (:mod:`nerf.normalize`).
+
+Names are resolved lazily (PEP 562) like ``geo_rs``'s: ``geo-rs nerf --help`` imports the CLI module,
+which imports this package, and must not pay for torch, open3d or nerfacc.
 """
+from __future__ import annotations
 
-from .cameras import (
-    c2w_to_open3d_extrinsic,
-    focal_from_angle,
-    look_at,
-    orbit_cameras,
-    pixel_rays,
-    ray_box_intersect,
-    sphere_directions,
-)
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import NerfConfig, load_config
-from .dataset import SceneInfo, Views, load_blender, load_scene_info
-from .evaluate import extract_and_score, fill_cavities, psnr, render_test_views, ssim
-from .field import (
-    GridSpec,
-    PlainDensity,
-    RadianceField,
-    SHColor,
-    SmoothedDensity,
-    log_density,
-    sample_grid,
-    sample_grid_naive,
-    sh_basis,
-)
-from .render import make_estimator, render_image, render_rays
-from .scene import builtin_scene_names, load_scene_mesh, make_scene, render_views
-from .train import Trainer, build_field, resolution_schedule, total_variation
+import importlib
+from typing import Any
 
-__all__ = [
-    "GridSpec",
-    "NerfConfig",
-    "PlainDensity",
-    "RadianceField",
-    "SHColor",
-    "SceneInfo",
-    "SmoothedDensity",
-    "Trainer",
-    "Views",
-    "build_field",
-    "builtin_scene_names",
-    "c2w_to_open3d_extrinsic",
-    "extract_and_score",
-    "fill_cavities",
-    "focal_from_angle",
-    "load_blender",
-    "load_checkpoint",
-    "load_config",
-    "load_scene_info",
-    "load_scene_mesh",
-    "log_density",
-    "look_at",
-    "make_estimator",
-    "make_scene",
-    "orbit_cameras",
-    "pixel_rays",
-    "psnr",
-    "ray_box_intersect",
-    "render_image",
-    "render_rays",
-    "render_test_views",
-    "render_views",
-    "resolution_schedule",
-    "sample_grid",
-    "sample_grid_naive",
-    "save_checkpoint",
-    "sh_basis",
-    "sphere_directions",
-    "ssim",
-    "total_variation",
-]
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("c2w_to_open3d_extrinsic", "focal_from_angle", "look_at", "orbit_cameras", "pixel_rays",
+         "ray_box_intersect", "sphere_directions"), "cameras"),
+    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    **dict.fromkeys(("Capture", "load_capture", "load_colmap", "load_transforms_json", "split_indices"),
+                    "capture"),
+    "write_capture": "capture_write",
+    **dict.fromkeys(("Normalization", "Similarity", "estimate_normalization"), "normalize"),
+    **dict.fromkeys(("orbit_poses", "render_turntable"), "turntable"),
+    "intrinsics_tensor": "cameras", "undistort_points": "cameras", "distort_points": "cameras",
+    "NerfConfig": "config", "load_config": "config",
+    **dict.fromkeys(("SceneInfo", "Views", "load_blender", "load_scene_info"), "dataset"),
+    **dict.fromkeys(("extract_and_score", "fill_cavities", "psnr", "render_test_views", "ssim"), "evaluate"),
+    **dict.fromkeys(
+        ("GridSpec", "PlainDensity", "RadianceField", "SHColor", "SmoothedDensity", "log_density",
+         "sample_grid", "sample_grid_naive", "sh_basis"), "field"),
+    **dict.fromkeys(("make_estimator", "render_image", "render_rays"), "render"),
+    **dict.fromkeys(("builtin_scene_names", "load_scene_mesh", "make_capture", "make_scene", "render_views"),
+                    "scene"),
+    **dict.fromkeys(("Trainer", "build_field", "load_field", "resolution_schedule", "total_variation"),
+                    "train"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nerf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

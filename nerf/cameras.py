@@ -3,7 +3,12 @@
 Convention (the one of ``transforms_*.json``): a 4×4 camera-to-world matrix ``c2w`` whose columns
 are the camera x (right), y (up) and z axes and the camera centre, OpenGL style — the camera looks
 down its **−z** axis, y is up in the image. Pixel (row v, column u) has its centre at
-(u + ½, v + ½) in pixel units; the focal length is ``0.5 * W / tan(0.5 * camera_angle_x)``.
+(u + ½, v + ½) in pixel units (the origin is the top-left corner of the top-left pixel, as in COLMAP
+and nerfstudio). Intrinsics are per view: ``(fx, fy, cx, cy)`` in pixels, so non-square pixels
+grids, non-square images and off-centre principal points are all expressed; the Blender layout's
+``camera_angle_x`` gives fx = fy = ``0.5 * W / tan(0.5 * camera_angle_x)`` and (cx, cy) = (W/2, H/2).
+Lens distortion is OpenCV's (k1, k2, p1, p2, k3): rays go through the *undistorted* direction of each
+pixel (:func:`undistort_points`), so distorted images are used as they are, without resampling.
 World is z-up for the cameras we generate (as in Blender).
 """
 
@@ -14,12 +19,18 @@ import math
 import numpy as np
 import torch
 
+from geo_rs import UserError
+
 __all__ = [
     "focal_from_angle",
     "look_at",
     "sphere_directions",
     "orbit_cameras",
     "pixel_rays",
+    "intrinsics_tensor",
+    "distort_points",
+    "undistort_points",
+    "undistort_points_naive",
     "ray_box_intersect",
     "c2w_to_open3d_extrinsic",
 ]
@@ -44,6 +55,9 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -
     target = np.asarray(target, dtype=np.float64)
     up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, dtype=np.float64)
     z = eye - target
+    if not np.isfinite(z).all() or np.linalg.norm(z) == 0:
+        raise UserError(f"look_at: the camera at {eye.tolist()} must differ from its (finite) target "
+                        f"{target.tolist()}")
     z /= np.linalg.norm(z)
     x = np.cross(up, z)
     if np.linalg.norm(x) < 1e-6:  # looking straight up/down: any horizontal right vector works
@@ -74,7 +88,7 @@ def sphere_directions(n: int, mode: str = "fibonacci", seed: int = 0, hemisphere
         if hemisphere:
             v[:, 2] = np.abs(v[:, 2])
         return v
-    raise ValueError(f"unknown sphere mode {mode!r} (fibonacci or random)")
+    raise UserError(f"unknown sphere mode {mode!r} (fibonacci or random)")
 
 
 def orbit_cameras(directions: np.ndarray, radius: float, target: np.ndarray | None = None) -> np.ndarray:
@@ -87,15 +101,97 @@ def orbit_cameras(directions: np.ndarray, radius: float, target: np.ndarray | No
     )
 
 
+def intrinsics_tensor(intrinsics, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """``(…, 4)`` tensor ``(fx, fy, cx, cy)`` from a focal length (square pixels, centred principal
+    point) or anything tensor-like of 4 values per view; dtype/device of ``like``."""
+    if isinstance(intrinsics, int | float):
+        f = float(intrinsics)
+        return torch.tensor([f, f, 0.5 * width, 0.5 * height], dtype=like.dtype, device=like.device)
+    k = torch.as_tensor(intrinsics).to(dtype=like.dtype, device=like.device)
+    if k.shape[-1:] != (4,):
+        raise UserError(f"intrinsics must be a focal length or (..., 4) (fx, fy, cx, cy); got shape "
+                        f"{tuple(k.shape)}")
+    return k
+
+
+# OpenCV distortion coefficients in this order; shorter vectors are padded with zeros.
+DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3")
+
+
+def _distortion(dist: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    dist = torch.nn.functional.pad(dist, (0, 5 - dist.shape[-1]))
+    return tuple(dist[..., i : i + 1] for i in range(5))
+
+
+def distort_points(x: torch.Tensor, y: torch.Tensor, dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenCV's forward model on normalised image coordinates (y down): undistorted → distorted.
+
+    ``x``, ``y``: (B, P); ``dist``: (B, ≤5) (k1, k2, p1, p2, k3) of each row's camera.
+    """
+    k1, k2, p1, p2, k3 = _distortion(dist)
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return xd, yd
+
+
+def undistort_points(xd: torch.Tensor, yd: torch.Tensor, dist: torch.Tensor,
+                     iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Invert :func:`distort_points` by Newton's method on the 2×2 Jacobian (vectorised over points).
+
+    Converges to float precision in a few steps for the mild distortions of real lenses; points
+    where it has not converged (|residual| > 1e-6 after ``iterations``) are a :class:`UserError`
+    naming the coefficients (a fisheye lens needs a fisheye model, which is refused on load).
+    """
+    k1, k2, p1, p2, k3 = _distortion(dist)
+    x, y = xd.clone(), yd.clone()
+    for _ in range(iterations):
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        d_radial = k1 + r2 * (2 * k2 + 3 * k3 * r2)  # ∂radial/∂(r²)
+        fx = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xd
+        fy = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - yd
+        a = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x  # ∂fx/∂x
+        b = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y  # ∂fx/∂y = ∂fy/∂x
+        d = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x  # ∂fy/∂y
+        det = a * d - b * b
+        x = x - (d * fx - b * fy) / det
+        y = y - (a * fy - b * fx) / det
+    rx, ry = distort_points(x, y, dist)
+    err = torch.maximum((rx - xd).abs(), (ry - yd).abs())
+    if not bool((err <= 1e-6 * (1 + xd.abs() + yd.abs())).all()):
+        raise UserError(f"lens distortion {dist.reshape(-1, dist.shape[-1])[0].tolist()} (k1, k2, p1, p2, "
+                        f"k3) "
+                        "cannot be inverted over the whole image: not an OpenCV (perspective) lens?")
+    return x, y
+
+
+def undistort_points_naive(xd, yd, dist) -> tuple:
+    """Reference for :func:`undistort_points`: OpenCV's ``cv2.undistortPoints`` (numpy in and out)."""
+    import cv2
+
+    pts = np.stack([np.asarray(xd, np.float64), np.asarray(yd, np.float64)], -1).reshape(-1, 1, 2)
+    coeffs = np.zeros(5)
+    coeffs[: len(dist)] = dist
+    out = cv2.undistortPoints(pts, np.eye(3), coeffs, R=np.eye(3), P=np.eye(3),
+                              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-14))
+    return out[:, 0, 0].reshape(np.shape(xd)), out[:, 0, 1].reshape(np.shape(xd))
+
+
 def pixel_rays(
-    c2w: torch.Tensor, height: int, width: int, focal: float, normalize: bool = True
+    c2w: torch.Tensor, height: int, width: int, intrinsics, normalize: bool = True,
+    distortion: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays through pixel centres.
 
     Args:
         c2w: (..., 4, 4) or (..., 3, 4) camera-to-world, OpenGL axes.
-        height, width: image size in pixels; focal: focal length in pixels.
+        height, width: image size in pixels.
+        intrinsics: a focal length in pixels (square pixels, principal point at the image centre) or
+            (..., 4) ``(fx, fy, cx, cy)`` per camera, in pixels.
         normalize: return unit directions (then ray parameter t is the Euclidean distance).
+        distortion: optional (..., ≤5) OpenCV coefficients (k1, k2, p1, p2, k3) per camera.
 
     Returns:
         origins, directions: each (..., H, W, 3), same dtype/device as ``c2w``.
@@ -106,14 +202,22 @@ def pixel_rays(
         (torch.Size([2, 2, 3]), True)
     """
     dev, dt = c2w.device, c2w.dtype
+    batch = c2w.shape[:-2]
+    k = intrinsics_tensor(intrinsics, height, width, c2w).expand(*batch, 4)
     v, u = torch.meshgrid(
         torch.arange(height, device=dev, dtype=dt), torch.arange(width, device=dev, dtype=dt), indexing="ij"
     )
-    cam = torch.stack(
-        [(u + 0.5 - 0.5 * width) / focal, -(v + 0.5 - 0.5 * height) / focal, -torch.ones_like(u)], -1
-    )
+    kk = k.reshape(-1, 4)[:, :, None]  # (B, 4, 1) against (1, H·W) pixels
+    x = (u.reshape(1, -1) + 0.5 - kk[:, 2]) / kk[:, 0]
+    y = (v.reshape(1, -1) + 0.5 - kk[:, 3]) / kk[:, 1]  # OpenCV: y down
+    if distortion is not None:
+        dist = torch.as_tensor(distortion).to(dtype=dt, device=dev).expand(*batch, distortion.shape[-1])
+        dist = dist.reshape(-1, dist.shape[-1])
+        if bool(dist.abs().amax() > 0):
+            x, y = undistort_points(x, y, dist)
+    cam = torch.stack([x, -y, -torch.ones_like(x)], -1).reshape(*batch, height, width, 3)
     rot = c2w[..., :3, :3]
-    dirs = torch.einsum("...ij,hwj->...hwi", rot, cam)
+    dirs = torch.einsum("...ij,...hwj->...hwi", rot, cam)
     if normalize:
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = c2w[..., None, None, :3, 3].expand(dirs.shape)

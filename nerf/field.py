@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import geo_rs
+from geo_rs import UserError
+from geo_rs.checks import choice, count
 
 __all__ = [
     "GridSpec",
@@ -59,8 +61,11 @@ class GridSpec:
     @classmethod
     def from_bounds(cls, bmin, bmax, res: int) -> GridSpec:
         """``res`` voxel centres along the longest box axis, the same spacing on the others."""
+        count("res", res, minimum=2)
         bmin = [float(v) for v in bmin]
         ext = [float(b) - a for a, b in zip(bmin, bmax)]
+        if len(ext) != 3 or not all(math.isfinite(e) and e > 0 for e in ext):
+            raise UserError(f"the grid box needs max > min on 3 finite axes, got {bmin} .. {list(bmax)}")
         voxel = max(ext) / (res - 1)
         shape = tuple(int(math.ceil(e / voxel - 1e-6)) + 1 for e in ext)
         return cls(tuple(bmin), voxel, shape)  # type: ignore[arg-type]
@@ -123,7 +128,10 @@ def _resample(values: torch.Tensor, old: GridSpec, new: GridSpec) -> torch.Tenso
 class SmoothedDensity(nn.Module):
     """θ grid → weak SDF grid → per-sample occupancy G and density (see module docstring).
 
-    ``sigma_world`` stays fixed across resolutions (coarse-to-fine changes σ in voxels).
+    ``sigma_world`` is the σ used for rendering and training (world units; fixed across resolutions, so
+    coarse-to-fine changes σ in voxels; the trainer's σ schedule lowers it from ``sigma_start_vox`` to
+    the final σ). ``sigma_final`` is the σ of the certificate: :meth:`level_grid` (the mesh) and
+    :meth:`RadianceField.clearance` always use the weak SDF at ``sigma_final``, whatever σ training is at.
     """
 
     def __init__(
@@ -135,12 +143,13 @@ class SmoothedDensity(nn.Module):
         density_scale: float = 1.0,
         eps: float = 1e-6,
         alpha: float = 4.0,
+        sigma_final: float | None = None,
     ):
         super().__init__()
-        if f_activation not in ("sigmoid", "relu"):
-            raise ValueError(f"f_activation must be sigmoid or relu, got {f_activation!r}")
+        choice("f_activation", f_activation, ("sigmoid", "relu"))
         self.spec = spec
         self.sigma_world = float(sigma_world)
+        self.sigma_final = float(sigma_world if sigma_final is None else sigma_final)
         self.f_activation = f_activation
         self.density_scale = float(density_scale)
         self.eps = float(eps)
@@ -152,11 +161,11 @@ class SmoothedDensity(nn.Module):
         """f ∈ [0, 1], (X, Y, Z)."""
         return torch.sigmoid(self.theta) if self.f_activation == "sigmoid" else self.theta.clamp(0, 1)
 
-    def sdf_grid(self) -> torch.Tensor:
-        """Weak SDF s (X, Y, Z), world units, positive inside: σ_world·Φ⁻¹(blur(f))."""
-        return geo_rs.weak_sdf(
-            self.occupancy_grid(), self.sigma_world / self.spec.voxel, self.spec.voxel, check=False
-        )
+    def sdf_grid(self, sigma_world: float | None = None) -> torch.Tensor:
+        """Weak SDF s (X, Y, Z), world units, positive inside: σ·Φ⁻¹(blur(f)) at ``sigma_world``
+        (default: the training σ)."""
+        sigma = self.sigma_world if sigma_world is None else float(sigma_world)
+        return geo_rs.weak_sdf(self.occupancy_grid(), sigma / self.spec.voxel, self.spec.voxel, check=False)
 
     def prepare(self) -> torch.Tensor:
         """Per-step grid to interpolate: s with a leading channel, (1, X, Y, Z)."""
@@ -174,8 +183,8 @@ class SmoothedDensity(nn.Module):
         return log_density(self.occupancy(s), self.density_scale / self.spec.voxel, self.eps)
 
     def level_grid(self) -> torch.Tensor:
-        """Field whose zero level is the surface (positive inside): the weak SDF itself."""
-        return self.sdf_grid()
+        """Field whose zero level is the surface (positive inside): the weak SDF at the final σ."""
+        return self.sdf_grid(self.sigma_final)
 
     def upsample(self, spec: GridSpec) -> None:
         with torch.no_grad():
@@ -247,8 +256,7 @@ class SHColor(nn.Module):
 
     def __init__(self, spec: GridSpec, degree: int = 0):
         super().__init__()
-        if not 0 <= degree <= 2:
-            raise ValueError(f"sh_degree must be 0, 1 or 2, got {degree}")
+        count("sh_degree", degree, minimum=0, maximum=2)
         self.spec, self.degree = spec, degree
         self.features = nn.Parameter(torch.zeros(3 * (degree + 1) ** 2, *spec.shape))
 
@@ -264,11 +272,17 @@ class SHColor(nn.Module):
 
 
 class RadianceField(nn.Module):
-    """Geometry (``SmoothedDensity`` or ``PlainDensity``) plus an ``SHColor`` grid over one box."""
+    """Geometry (``SmoothedDensity`` or ``PlainDensity``) plus an ``SHColor`` grid over one box.
+
+    ``capture_to_field`` (a :class:`nerf.normalize.Similarity`, identity unless set by the trainer or
+    :func:`nerf.load_field`) maps the capture's own coordinates to the field's (training) frame.
+    """
 
     def __init__(self, geometry: nn.Module, color: SHColor):
         super().__init__()
         self.geometry, self.color = geometry, color
+        self.capture_to_field = None
+        self._certified_cache: tuple | None = None
 
     @property
     def spec(self) -> GridSpec:
@@ -286,6 +300,84 @@ class RadianceField(nn.Module):
     def upsample(self, geo_spec: GridSpec, color_spec: GridSpec) -> None:
         self.geometry.upsample(geo_spec)
         self.color.upsample(color_spec)
+
+    # -- certified clearance, for planners ------------------------------------------------------
+    def certified_sdf_grid(self) -> geo_rs.VoxelGrid:
+        """``geo_rs.VoxelGrid`` of the weak SDF at the final σ (positive inside, world units of the
+        field's frame), without cavity filling: what :meth:`clearance` certifies. Cached until θ changes."""
+        geo = self.geometry
+        if not isinstance(geo, SmoothedDensity):
+            raise UserError("clearance needs the smoothed model: a plain density grid has no certified SDF "
+                            "(train with model: smoothed)")
+        key = (id(geo.theta), geo.theta._version, geo.sigma_final, geo.spec.shape)
+        if self._certified_cache is None or self._certified_cache[0] != key:
+            with torch.no_grad():
+                values = geo.sdf_grid(geo.sigma_final).detach().cpu().double()  # float64 queries
+            origin = torch.tensor(geo.spec.origin, dtype=torch.float64)
+            self._certified_cache = (key, geo_rs.VoxelGrid(values, origin, geo.spec.voxel))
+        return self._certified_cache[1]
+
+    def clearance(self, points: torch.Tensor, capture_frame: bool = False) -> torch.Tensor:
+        """Certified clearance of (N, 3) points → (N,): the signed distance to the **smoothed surface**.
+
+        What is guaranteed, for c = clearance(x):
+
+        * c > 0: x is outside the smoothed shape and so is the whole open ball B(x, c): no point of
+          the surface is closer than c (free space for a planner);
+        * c < 0: x is inside, and B(x, |c|) is inside too; c = 0: nothing is certified at x;
+        * NaN: x is non-finite or outside the grid box (``spec.origin`` … ``spec.bmax``): the field
+          says nothing there — never a value that could be read as a distance.
+
+        The *smoothed shape* is {f̂ > ½}, f̂ = the occupancy grid f (voxels as boxes, empty beyond the
+        grid) blurred by a Gaussian of the **final** σ (``geometry.sigma_final``, world units) — the
+        shape whose zero level ``mesh.ply`` is — not the true object: smoothing rounds corners and
+        erases parts thinner than ~1.35σ, so a thin real obstacle may be absent from it. Soundness:
+        the weak SDF takes the truncated kernel's missing mass and rounding into account
+        (:func:`geo_rs.blur_slack`), and the value at x comes from the nearest voxel centre with the
+        distance to it subtracted (:func:`geo_rs.certified_sdf_at`), so no interpolation is trusted.
+        |c| saturates at :func:`geo_rs.weak_sdf_max_radius` (≈ 3.7–4.4 σ): farther clearance is not
+        certified by a kernel of that reach. Lengths are in the field's frame, or with
+        ``capture_frame=True`` points and result are in the capture's own coordinates (the
+        normalisation of ``report.json`` undone).
+        """
+        from geo_rs.checks import tensor_shape
+
+        pts = torch.as_tensor(points, dtype=torch.float64)
+        tensor_shape("points", pts, ("N", 3))
+        scale = 1.0
+        if capture_frame and self.capture_to_field is not None:
+            pts = torch.as_tensor(self.capture_to_field.apply(pts.numpy()))
+            scale = self.capture_to_field.scale
+        grid = self.certified_sdf_grid()
+        spec = self.geometry.spec
+        lo = torch.tensor(spec.origin, dtype=torch.float64)
+        hi = torch.tensor(spec.bmax, dtype=torch.float64)
+        inside_box = torch.isfinite(pts).all(-1) & (pts >= lo).all(-1) & (pts <= hi).all(-1)
+        c = -geo_rs.certified_sdf_at(grid, pts)
+        return torch.where(inside_box, c / scale, torch.full_like(c, float("nan")))
+
+    def max_clearance(self, capture_frame: bool = False) -> float:
+        """The largest |clearance| this field can certify (its final σ's saturation radius)."""
+        geo = self.geometry
+        r = geo_rs.weak_sdf_max_radius(geo.sigma_final / geo.spec.voxel, geo.spec.voxel)
+        return r / self.capture_to_field.scale if capture_frame and self.capture_to_field is not None else r
+
+    def is_free(self, points: torch.Tensor, margin: float, capture_frame: bool = False) -> torch.Tensor:
+        """(N,) bool: True where the ball of radius ``margin`` around the point is certified to lie
+        outside the smoothed shape (``clearance > margin``); False where it is not certified — inside,
+        too close, outside the grid box, non-finite. ``margin`` (same units as the points) must be
+        below :meth:`max_clearance`, else nothing could ever be certified and it is a ``UserError``.
+        """
+        from geo_rs.checks import non_negative_finite
+
+        non_negative_finite("margin", margin, "world units")
+        limit = self.max_clearance(capture_frame)
+        if margin >= limit:
+            raise UserError(f"margin {margin:g} is not certifiable by this field: clearance saturates at "
+                            f"{limit:.4g} (~4 final σ); use a smaller margin or train with a larger "
+                            f"sigma_vox")
+        c = self.clearance(points, capture_frame)
+        return torch.nan_to_num(c, nan=-1.0) > margin
 
     def level_voxelgrid(self):
         """``geo_rs.VoxelGrid`` of the level field (weak SDF for the smoothed model)."""

@@ -1,4 +1,5 @@
-"""Volume rendering of a :class:`~nerf.field.RadianceField` with nerfacc, white background.
+"""Volume rendering of a :class:`~nerf.field.RadianceField` with nerfacc, on a background colour
+(white by default; one colour per ray for random-background training).
 
 CPU (and default): the dense path — every ray gets ``n`` uniformly spaced samples (``step`` apart,
 one random offset per ray when ``stratified``) inside the scene box, densities are turned into
@@ -6,7 +7,9 @@ weights by ``nerfacc.render_weight_from_density`` on the (n_rays, n_samples) lay
 are only evaluated where a sample's weight matters (> ``weight_eps``), as nerfacc's estimator does.
 
 CUDA: ``OccGridEstimator`` (packed samples, empty-space skipping) + ``nerfacc.rendering``; pass an
-``estimator`` made by :func:`make_estimator`. (Not exercised on this CPU-only machine.)
+``estimator`` made by :func:`make_estimator`. It needs nerfacc's CUDA extension
+(:func:`nerfacc_cuda_available`); without it the trainer renders with the dense path on the GPU and
+says so. ``scripts/gpu_check.sh`` runs this path; the CPU-only CI cannot.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from .cameras import ray_box_intersect
 
-__all__ = ["render_rays", "render_image", "make_estimator"]
+__all__ = ["render_rays", "render_image", "make_estimator", "nerfacc_cuda_available"]
 
 
 def _dense_samples(origins, dirs, bmin, bmax, step, stratified, generator):
@@ -45,12 +48,13 @@ def render_rays(
     step: float,
     stratified: bool = False,
     generator: torch.Generator | None = None,
-    background: float = 1.0,
+    background: float | torch.Tensor = 1.0,
     weight_eps: float = 1e-4,
     estimator=None,
 ) -> dict[str, torch.Tensor]:
     """Render rays (N, 3) through ``field`` whose per-step grid is ``grid`` (= ``field.prepare()``).
 
+    ``background``: a grey level, an (3,) colour or an (N, 3) colour per ray (random backgrounds).
     Returns ``rgb`` (N, 3) composited on ``background``, ``depth`` (N,) expected distance along the
     (unit) ray of the visible surface (normalised by opacity; 0 where empty), ``opacity`` (N,).
     """
@@ -75,10 +79,25 @@ def render_rays(
     opacity = nerfacc.accumulate_along_rays(weights, None)[:, 0]
     depth = nerfacc.accumulate_along_rays(weights, t_mid[..., None])[:, 0]
     return {
-        "rgb": rgb + background * (1 - opacity[:, None]),
+        "rgb": rgb + _background(background, origins) * (1 - opacity[:, None]),
         "depth": depth / opacity.clamp_min(1e-6),
         "opacity": opacity,
     }
+
+
+def nerfacc_cuda_available() -> tuple[bool, str]:
+    """Whether nerfacc's CUDA extension (needed by ``OccGridEstimator``) loads, and why not.
+
+    nerfacc 0.5.3 ships no binary for our torch: the first call builds it with the CUDA toolkit
+    (``nvcc`` and ``ninja``; a few minutes once, cached in torch's extension folder).
+    """
+    try:
+        from nerfacc.cuda._backend import _C
+    except Exception as exc:  # a failed build raises whatever the compiler run raised
+        return False, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    if _C is None:
+        return False, "nerfacc found no CUDA toolkit (nvcc) to build its extension"
+    return True, ""
 
 
 def make_estimator(bounds, resolution: int = 128, device: torch.device | str | None = None):
@@ -119,12 +138,18 @@ def _render_estimator(field, grid, origins, dirs, bmin, bmax, step, stratified, 
         render_step_size=step,
         stratified=stratified,
     )
-    bkgd = torch.full((3,), background, device=origins.device)
     rgb, opacity, depth, _ = nerfacc.rendering(
-        t_starts, t_ends, ray_indices, n_rays=origins.shape[0], rgb_sigma_fn=rgb_sigma_fn, render_bkgd=bkgd
+        t_starts, t_ends, ray_indices, n_rays=origins.shape[0], rgb_sigma_fn=rgb_sigma_fn
     )
+    rgb = rgb + _background(background, origins) * (1 - opacity)
     opacity = opacity[:, 0]
     return {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity}  # nerfacc already normalises depth
+
+
+def _background(background, origins: torch.Tensor) -> torch.Tensor:
+    """(1, 1), (1, 3) or (N, 3) colour behind the rays."""
+    bg = torch.as_tensor(background, dtype=origins.dtype, device=origins.device)
+    return bg.reshape(1, 1) if bg.dim() == 0 else bg.reshape(-1, 3)
 
 
 @torch.no_grad()
@@ -133,18 +158,23 @@ def render_image(
     c2w: torch.Tensor,
     height: int,
     width: int,
-    focal: float,
+    intrinsics,
     bounds,
     step: float,
     chunk: int = 4096,
-    background: float = 1.0,
+    background: float | torch.Tensor = 1.0,
     estimator=None,
+    distortion: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render one full image: ``rgb`` (H, W, 3), ``depth`` (H, W), ``opacity`` (H, W)."""
+    """Render one full image: ``rgb`` (H, W, 3), ``depth`` (H, W), ``opacity`` (H, W).
+
+    ``intrinsics``: a focal length in pixels or ``(fx, fy, cx, cy)``; ``distortion``: OpenCV
+    ``(k1, k2, p1, p2, k3)`` or None (see :func:`nerf.cameras.pixel_rays`).
+    """
     from .cameras import pixel_rays
 
     dev = next(field.parameters()).device
-    o, d = pixel_rays(c2w.to(dev), height, width, focal)
+    o, d = pixel_rays(c2w.to(dev), height, width, intrinsics, distortion=distortion)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     grid = field.prepare()
     outs = [

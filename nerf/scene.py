@@ -24,7 +24,7 @@ the file has its own face colours.
 
 from __future__ import annotations
 
-import json
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +33,12 @@ import numpy as np
 import trimesh
 
 from geo_rs import UserError
+from geo_rs.atomic import write_bytes, write_json
+from geo_rs.checks import choice, count, finite_number, positive_finite
+from geo_rs.config import check_memory
 
 from .cameras import focal_from_angle, orbit_cameras, sphere_directions
+from .normalize import Similarity
 
 __all__ = [
     "Part",
@@ -47,6 +51,8 @@ __all__ = [
     "load_scene_mesh",
     "render_views",
     "make_scene",
+    "make_capture",
+    "similarity_from_args",
     "cast",
 ]
 
@@ -89,7 +95,7 @@ class Part:
         elif self.kind == "torus":
             m = trimesh.creation.torus(self.size[0], self.size[1], major_sections=64, minor_sections=32)
         else:
-            raise ValueError(f"unknown part kind {self.kind!r}")
+            raise UserError(f"unknown part kind {self.kind!r} (box, cylinder, sphere, torus)")
         m.apply_transform(self.transform)
         m.visual.face_colors = np.tile(
             np.append(np.asarray(self.color) * 255, 255).astype(np.uint8), (len(m.faces), 1)
@@ -116,7 +122,7 @@ class Part:
         elif self.kind == "torus":
             out = torch.stack([q[:, :2].norm(dim=1) - self.size[0], q[:, 2]], 1).norm(dim=1) - self.size[1]
         else:
-            raise ValueError(f"unknown part kind {self.kind!r}")
+            raise UserError(f"unknown part kind {self.kind!r} (box, cylinder, sphere, torus)")
         return (-out).numpy() if as_numpy else -out
 
 
@@ -225,9 +231,14 @@ def load_scene_mesh(source: str | Path, gt_res: int = 128) -> tuple[trimesh.Trim
     try:
         loaded = trimesh.load(path, force="mesh")
     except Exception as exc:  # trimesh raises many types for unreadable files
-        raise UserError(f"{path}: cannot read mesh: {exc}") from exc
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise UserError(f"{path}: cannot read mesh: {reason}") from None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise UserError(f"{path}: no triangles found")
+    if not np.isfinite(loaded.vertices).all():
+        raise UserError(f"{path}: mesh has non-finite (NaN/inf) vertex coordinates")
+    if float((loaded.bounds[1] - loaded.bounds[0]).max()) <= 0:
+        raise UserError(f"{path}: mesh has zero extent (all vertices at one point)")
     mesh = loaded
     has_colors = mesh.visual.kind == "face" or mesh.visual.kind == "vertex"
     if not has_colors:
@@ -271,37 +282,42 @@ def shade(mesh: trimesh.Trimesh, hit: dict[str, np.ndarray], dirs: np.ndarray) -
 
 
 def render_views(
-    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float, supersample: int = 2
+    mesh: trimesh.Trimesh, c2ws: np.ndarray, res: int, camera_angle_x: float | None = None,
+    supersample: int = 2, height: int | None = None, intrinsics=None, distortion=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """RGBA images (n, res, res, 4) in [0, 1] (straight alpha) and depth (n, res, res) (inf = miss).
+    """RGBA images (n, H, W, 4) in [0, 1] (straight alpha) and depth (n, H, W) (inf = miss).
 
-    Depth is the distance along the central ray of each pixel.
+    ``res`` is the width W; ``height`` defaults to it. The camera is ``intrinsics`` ``(fx, fy, cx, cy)``
+    (pixels) with optional OpenCV ``distortion`` (k1, k2, p1, p2, k3), or a centred pinhole of
+    horizontal field of view ``camera_angle_x``. Rays come from :func:`nerf.cameras.pixel_rays` (the
+    loader's convention), ``supersample``² per pixel. Depth is the distance along each pixel's central ray.
     """
+    import torch
 
+    from .cameras import pixel_rays
+
+    width, height = res, height or res
+    if intrinsics is None:
+        focal = focal_from_angle(width, camera_angle_x)
+        intrinsics = (focal, focal, 0.5 * width, 0.5 * height)
+    k = torch.tensor(intrinsics, dtype=torch.float64)
+    dist = None if distortion is None else torch.tensor(distortion, dtype=torch.float64)
     scene = _raycaster(mesh)
-    focal = focal_from_angle(res, camera_angle_x)
     ss = supersample
-
-    def cam_dirs(n: int, f: float) -> np.ndarray:  # same convention as cameras.pixel_rays, in numpy
-        u = (np.arange(n) + 0.5 - 0.5 * n) / f
-        uu, vv = np.meshgrid(u, -u, indexing="xy")
-        d = np.stack([uu, vv, -np.ones_like(uu)], -1).reshape(-1, 3)
-        return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-    fine, centre = cam_dirs(res * ss, focal * ss), cam_dirs(res, focal)
     rgba, depth = [], []
     for c2w in c2ws:
-        d = fine @ c2w[:3, :3].T
-        o = np.broadcast_to(c2w[:3, 3], d.shape)
+        pose = torch.tensor(c2w, dtype=torch.float64)
+        o, d = (t.reshape(-1, 3).numpy() for t in pixel_rays(pose, height * ss, width * ss, k * ss,
+                                                             distortion=dist))
         hit = cast(scene, o, d)
         ok = np.isfinite(hit["t_hit"])
         col = shade(mesh, hit, d) * ok[:, None]
-        col = col.reshape(res, ss, res, ss, 3).sum((1, 3))
-        cnt = ok.reshape(res, ss, res, ss).sum((1, 3)).astype(np.float64)
+        col = col.reshape(height, ss, width, ss, 3).sum((1, 3))
+        cnt = ok.reshape(height, ss, width, ss).sum((1, 3)).astype(np.float64)
         rgb = np.where(cnt[..., None] > 0, col / np.maximum(cnt, 1)[..., None], 1.0)
         rgba.append(np.concatenate([rgb, (cnt / ss**2)[..., None]], -1))
-        dc = centre @ c2w[:3, :3].T
-        depth.append(cast(scene, np.broadcast_to(c2w[:3, 3], dc.shape), dc)["t_hit"].reshape(res, res))
+        o, d = (t.reshape(-1, 3).numpy() for t in pixel_rays(pose, height, width, k, distortion=dist))
+        depth.append(cast(scene, o, d)["t_hit"].reshape(height, width))
     return np.stack(rgba), np.stack(depth)
 
 
@@ -311,10 +327,11 @@ def _write_split(out: Path, split: str, c2ws: np.ndarray, rgba: np.ndarray, angl
     (out / split).mkdir(parents=True, exist_ok=True)
     frames = []
     for i, (c2w, img) in enumerate(zip(c2ws, rgba)):
-        Image.fromarray(np.round(img * 255).astype(np.uint8), "RGBA").save(out / split / f"r_{i}.png")
+        buf = io.BytesIO()
+        Image.fromarray(np.round(img * 255).astype(np.uint8), "RGBA").save(buf, format="PNG")
+        write_bytes(out / split / f"r_{i}.png", buf.getvalue())
         frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": c2w.tolist()})
-    with open(out / f"transforms_{split}.json", "w") as fh:
-        json.dump({"camera_angle_x": angle, "frames": frames}, fh, indent=1)
+    write_json(out / f"transforms_{split}.json", {"camera_angle_x": angle, "frames": frames}, indent=1)
 
 
 def make_scene(
@@ -339,8 +356,16 @@ def make_scene(
     Example:
         >>> make_scene("sphere", "/tmp/sphere", views=4, res=32, val_views=1, test_views=1)  # doctest: +SKIP
     """
-    if views < 1 or res < 8:
-        raise UserError(f"need views >= 1 and res >= 8, got views={views}, res={res}")
+    views, val_views, test_views = count("views", views), count("val_views", val_views, 0), \
+        count("test_views", test_views)  # an empty test split would train with nothing to evaluate
+    res, seed, gt_res = count("res", res, 8, 4096), count("seed", seed, 0), count("gt_res", gt_res, 8, 1024)
+    angle = finite_number("camera_angle_x", camera_angle_x, "radians")
+    if not 0 < angle < math.pi:
+        raise UserError(f"camera_angle_x must lie in (0, π) radians, got {camera_angle_x!r}")
+    if radius is not None:
+        positive_finite("radius", radius, "world units")
+    # one view at a time: the 2×2 super-sampled rays (float32) and the float64 shading of the hits
+    check_memory(res * res * 4 * 100.0, f"res {res} (one {2 * res}×{2 * res} super-sampled view)")
     mesh, gt = load_scene_mesh(source, gt_res)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,7 +385,7 @@ def make_scene(
             render_views(mesh, c2ws, res, camera_angle_x) if len(c2ws) else (np.zeros((0, res, res, 4)), None)
         )
         _write_split(out, split, c2ws, rgba, camera_angle_x)
-    gt.export(out / "mesh_gt.ply")
+    write_bytes(out / "mesh_gt.ply", gt.export(file_type="ply"))
     pad = 0.08 * float((hi - lo).max())
     info = {
         "source": str(source),
@@ -369,5 +394,75 @@ def make_scene(
         "camera_radius": radius,
         "resolution": res,
     }
-    (out / "scene.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "scene.json", info, indent=1)
     return out
+
+
+def similarity_from_args(values) -> Similarity:
+    """``(scale, rx, ry, rz, tx, ty, tz)`` → :class:`~nerf.normalize.Similarity`: rotations in degrees
+    about x, then y, then z (extrinsic), then scale, then translation."""
+    from scipy.spatial.transform import Rotation
+
+    vals = [finite_number(f"capture transform value {i + 1}", v) for i, v in enumerate(values)]
+    if len(vals) != 7:
+        raise UserError(f"capture transform needs 7 numbers (scale rx ry rz tx ty tz), got {len(vals)}")
+    positive_finite("capture transform scale", vals[0])
+    return Similarity(vals[0], Rotation.from_euler("xyz", vals[1:4], degrees=True).as_matrix(), vals[4:7])
+
+
+def make_capture(
+    source: str | Path,
+    out_dir: str | Path,
+    fmt: str = "transforms",
+    views: int = 64,
+    width: int = 100,
+    height: int | None = None,
+    cx: float | None = None,
+    cy: float | None = None,
+    camera_angle_x: float = 0.6911112070083618,
+    distortion=None,
+    transform: Similarity | None = None,
+    hemisphere: bool = False,
+    gt_res: int = 128,
+    points: int = 2000,
+) -> Path:
+    """Render ``source`` as a user's capture: ``fmt`` = ``transforms`` (transforms.json) or ``colmap``
+    (text model), no split (the loader makes one), any image size, principal point ``(cx, cy)``
+    (pixels; default the centre) and OpenCV ``distortion`` (k1, k2, p1, p2), with the similarity
+    ``transform`` applied to the whole world (poses, ground-truth mesh, sparse points) first.
+
+    Cameras: a Fibonacci sphere around the object at the distance where its bounding sphere fills 90 %
+    of the narrowest half-field of view (the principal point being off-centre). Returns the path to
+    train on (``transforms.json`` or the COLMAP folder).
+
+    Example:
+        >>> make_capture("torus", "/tmp/cap", "colmap", views=8, width=40, cx=22.0)  # doctest: +SKIP
+    """
+    from .capture_write import write_capture
+
+    choice("format", fmt, ("transforms", "colmap"))
+    views, width = count("views", views, 2), count("width", width, 8, 4096)
+    height = count("height", height, 8, 4096) if height is not None else width
+    cx = 0.5 * width if cx is None else finite_number("cx", cx, "pixels")
+    cy = 0.5 * height if cy is None else finite_number("cy", cy, "pixels")
+    if not (0 < cx < width and 0 < cy < height):
+        raise UserError(f"principal point ({cx}, {cy}) must lie inside the {width}x{height} image")
+    angle = finite_number("camera_angle_x", camera_angle_x, "radians")
+    if not 0 < angle < math.pi:
+        raise UserError(f"camera_angle_x must lie in (0, π) radians, got {camera_angle_x!r}")
+    check_memory(width * height * 4 * 100.0, f"a {width}x{height} view (super-sampled)")
+    focal = focal_from_angle(width, angle)
+    transform = transform or Similarity()
+    mesh, gt = load_scene_mesh(source, gt_res)
+    lo, hi = mesh.bounds
+    half = math.atan(min(cx, width - cx, cy, height - cy) / focal)
+    radius = 0.5 * float(np.linalg.norm(hi - lo)) / math.sin(0.9 * half)
+    c2ws = orbit_cameras(sphere_directions(views, "fibonacci", hemisphere=hemisphere), radius,
+                         0.5 * (lo + hi))
+    intrinsics = (focal, focal, cx, cy)
+    dist = None if distortion is None else [float(v) for v in distortion] + [0.0]
+    rgba, _ = render_views(mesh, c2ws, width, height=height, intrinsics=intrinsics, distortion=dist)
+    gt_capture = gt.copy()
+    gt_capture.vertices = transform.apply(gt.vertices)
+    return write_capture(out_dir, fmt, transform.apply_c2w(c2ws), rgba, intrinsics, distortion, gt_capture,
+                         transform, n_points=points if fmt == "colmap" else 0)

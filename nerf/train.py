@@ -1,9 +1,13 @@
-"""Training loop: Adam on the voxel grids, random ray batches, coarse-to-fine, checkpoints with resume.
+"""Training: Adam on the voxel grids, random ray batches, coarse-to-fine, checkpoints with resume.
+
+The loop is :class:`geo_rs.training.TrainingLoop`: a checkpoint is written every ``ckpt_every``
+steps *and* every ``ckpt_every_s`` seconds of wall time, and the first SIGINT/SIGTERM finishes the
+running step, saves and ends the run (``LoopResult.reason == "signal"``; the CLI exits 130/143).
 
 Determinism: batches and stratified offsets come from one CPU ``torch.Generator`` seeded by
 ``cfg.seed``; its state, the global RNG states, the optimiser state and the step are saved in every
 checkpoint, so ``train(n); save; resume; train(m)`` equals ``train(n + m)`` bit for bit on the same
-machine and thread count.
+machine and thread count (without ``time_limit_s``, whose schedules follow the clock).
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from geo_rs import UserError
+from geo_rs.atomic import write_json
+from geo_rs.training import Hook, LoopResult, TrainingLoop
 
 from .cameras import pixel_rays
+from .capture import load_capture
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import NerfConfig
-from .dataset import load_blender, load_scene_info
 from .field import GridSpec, PlainDensity, RadianceField, SHColor, SmoothedDensity
-from .render import make_estimator, render_rays, update_estimator
+from .render import make_estimator, nerfacc_cuda_available, render_rays, update_estimator
 from .scene import BUILTIN_SCENES, make_scene
 
-__all__ = ["Trainer", "prepare_data", "build_field", "resolution_schedule", "total_variation"]
+__all__ = ["Trainer", "prepare_data", "build_field", "load_field", "resolution_schedule", "total_variation"]
+
+CHECKPOINT = "checkpoint.pt"
 
 
 def prepare_data(cfg: NerfConfig, out_dir: Path) -> Path:
@@ -52,18 +60,19 @@ def prepare_data(cfg: NerfConfig, out_dir: Path) -> Path:
                 test_views=cfg.scene_test_views,
                 seed=cfg.seed,
             )
-            stamp_file.write_text(json.dumps(stamp))
+            write_json(stamp_file, stamp)  # last: a scene interrupted half-way is rendered again
         return root
     root = Path(cfg.data)
-    if not root.is_dir():
+    if not root.exists():
         raise UserError(
-            f"data {cfg.data!r} is neither a scene folder nor a built-in scene "
-            f"({', '.join(sorted(BUILTIN_SCENES))})"
+            f"data {cfg.data!r} is neither a scene folder, a transforms.json, a COLMAP project nor a "
+            f"built-in "
+            f"scene ({', '.join(sorted(BUILTIN_SCENES))})"
         )
     return root
 
 
-def resolution_schedule(cfg: NerfConfig) -> list[tuple[int, int]]:
+def resolution_schedule(cfg: NerfConfig) -> list[tuple[float, int]]:
     """[(progress fraction, grid resolution)]: coarse_res → grid_res, geometric steps at ``upsample_at``."""
     if cfg.coarse_res is None or cfg.coarse_res == cfg.grid_res or not cfg.upsample_at:
         return [(0, cfg.grid_res)]
@@ -80,16 +89,48 @@ def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> Radian
     if cfg.model == "smoothed":
         geo = SmoothedDensity(
             spec,
-            cfg.sigma_vox * final_voxel,
+            (cfg.sigma_start_vox or cfg.sigma_vox) * final_voxel,
             cfg.theta_init,
             cfg.f_activation,
             cfg.density_scale,
             cfg.density_eps,
             cfg.alpha_start,
+            sigma_final=cfg.sigma_vox * final_voxel,
         )
     else:
         geo = PlainDensity(spec, cfg.alpha_init, cfg.step_voxels, cfg.plain_mesh_opacity)
     return RadianceField(geo, SHColor(cspec, cfg.sh_degree))
+
+
+def load_field(checkpoint: str | Path) -> tuple[RadianceField, dict, NerfConfig]:
+    """The field of a checkpoint (CPU, eval mode), its payload and its config.
+
+    The field's ``capture_to_field`` is the run's normalisation, so ``field.clearance(x,
+    capture_frame=True)`` answers in the capture's own coordinates.
+
+    Example:
+        >>> field, payload, cfg = load_field("runs/lego/checkpoint.pt")     # doctest: +SKIP
+        >>> field.is_free(torch.tensor([[0.0, 0.0, 1.2]]), margin=0.02)      # doctest: +SKIP
+        tensor([True])
+    """
+    from geo_rs.config import validate_config
+
+    from .normalize import Similarity
+
+    payload = load_checkpoint(checkpoint)
+    cfg = validate_config(NerfConfig, payload["config"], where=f"{checkpoint} (saved config)")
+    bounds = payload["bounds"]
+    res = resolution_schedule(cfg)[payload["stage"]][1]
+    field = build_field(cfg, bounds, res, GridSpec.from_bounds(*bounds, cfg.grid_res).voxel)
+    try:
+        field.load_state_dict(payload["field"])
+    except RuntimeError as exc:
+        raise UserError(f"{checkpoint}: checkpoint does not fit its own config: "
+                        f"{' '.join(str(exc).split())[:160]}") from None
+    norm = payload.get("normalization")
+    if norm and norm.get("method") != "none":
+        field.capture_to_field = Similarity.from_dict(norm["capture_to_train"])
+    return field.eval(), payload, cfg
 
 
 def total_variation(theta: torch.Tensor) -> torch.Tensor:
@@ -112,7 +153,9 @@ class Trainer:
         device: str | torch.device | None = None,
         quiet: bool = False,
     ):
-        self.cfg = cfg.validate()
+        if not isinstance(cfg, NerfConfig):
+            raise UserError(f"cfg must be a nerf.NerfConfig (nerf.load_config), got {type(cfg).__name__}")
+        self.cfg = cfg
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.quiet = quiet
@@ -120,34 +163,68 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.data_root = prepare_data(cfg, self.out)
-        info = load_scene_info(self.data_root)
-        self.gt_mesh = info.gt_mesh
-        self.bounds = [list(map(float, b)) for b in (cfg.bounds or info.bounds)]
-        if len(self.bounds) != 2 or any(len(b) != 3 for b in self.bounds):
-            raise UserError(f"config: bounds must be [[xmin,ymin,zmin],[xmax,ymax,zmax]], got {cfg.bounds}")
-        self.train_views = load_blender(self.data_root, "train", cfg.half_res)
-        self.test_views = load_blender(self.data_root, "test", cfg.half_res)
-        o, d = pixel_rays(
-            self.train_views.c2w, self.train_views.height, self.train_views.width, self.train_views.focal
-        )
-        self.rays_o = o.reshape(-1, 3).to(self.device)
-        self.rays_d = d.reshape(-1, 3).to(self.device)
-        self.rays_rgb = self.train_views.images.reshape(-1, 3).to(self.device)
+        self.capture = load_capture(self.data_root, cfg.background, cfg.half_res, cfg.normalize,
+                                    cfg.test_every,
+                                    cfg.bounds)
+        self.gt_mesh = self.capture.gt_mesh
+        self.bounds = [list(map(float, b)) for b in self.capture.bounds]
+        self.train_views, self.test_views = self.capture.train, self.capture.test
+        self._make_rays()
         self.final_voxel = GridSpec.from_bounds(*self.bounds, cfg.grid_res).voxel
         self.schedule = resolution_schedule(cfg)
         self.stage = 0
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.field = build_field(cfg, self.bounds, self.schedule[0][1], self.final_voxel).to(self.device)
+        self.field = self._new_field(self.schedule[0][1])
         self.optimizer = self._make_optimizer()
-        self.estimator = (
-            make_estimator(self.bounds, device=self.device) if self.device.type == "cuda" else None
-        )
+        self.estimator, self.renderer = None, "dense"
+        if self.device.type == "cuda":
+            ok, why = nerfacc_cuda_available()
+            if ok:
+                self.estimator, self.renderer = make_estimator(self.bounds, device=self.device), "occgrid"
+            else:
+                tqdm.write(f"warning: nerfacc's CUDA extension is unavailable ({why}); rendering with the "
+                           "dense path on the GPU")
         self.step = 0
         self.train_time = 0.0
         self.train_cpu = 0.0
         self.history: list[dict] = []
+        self.last_run: LoopResult | None = None
+
+    def _make_rays(self) -> None:
+        """Every training pixel's ray, colour (and alpha for random backgrounds); masked pixels dropped."""
+        views = self.train_views
+        o, d = pixel_rays(views.c2w, views.height, views.width, views.intrinsics, distortion=views.distortion)
+        keep = views.valid.reshape(-1) if views.valid is not None else slice(None)
+        self.rays_o = o.reshape(-1, 3)[keep].to(self.device)
+        self.rays_d = d.reshape(-1, 3)[keep].to(self.device)
+        self.rays_rgb = views.images.reshape(-1, 3)[keep].to(self.device)
+        self.rays_alpha = None
+        if self.cfg.background == "random":
+            if views.alpha is None:
+                raise UserError(f"background: random needs images with an alpha channel; {self.data_root} "
+                                f"has "
+                                "none (use background: white or black)")
+            self.rays_alpha = views.alpha.reshape(-1)[keep].to(self.device)
+        if self.rays_o.shape[0] == 0:
+            raise UserError(f"{self.data_root}: the masks exclude every training pixel")
+
+    def _camera_summary(self) -> dict:
+        from .turntable import camera_summary
+
+        v = self.train_views
+        return camera_summary(v.c2w, v.intrinsics, v.height, v.width, self.bounds)
+
+    def _new_field(self, res: int) -> RadianceField:
+        field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
+        if self.capture.normalization.method != "none":
+            field.capture_to_field = self.capture.normalization.transform
+        return field
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
 
     # -- schedules -------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -173,6 +250,23 @@ class Trainer:
         ramp = max(1e-9, self.cfg.alpha_ramp)
         return self.cfg.alpha_start + (self.cfg.alpha_end - self.cfg.alpha_start) * min(1.0, progress / ramp)
 
+    def sigma_at(self, progress: float) -> float:
+        """Training σ in world units: ``sigma_start_vox`` → ``sigma_vox`` (final voxels), geometric over
+        ``sigma_ramp`` of training, then constant — so the last part of training (and every output)
+        uses the final σ, the one the certificate is stated for."""
+        final = self.cfg.sigma_vox * self.final_voxel
+        if self.cfg.sigma_start_vox is None:
+            return final
+        t = min(1.0, progress / max(1e-9, self.cfg.sigma_ramp))
+        return final * (self.cfg.sigma_start_vox / self.cfg.sigma_vox) ** (1.0 - t)
+
+    def _set_schedules(self) -> None:
+        """α and σ of the smoothed field at the current progress (no-op for the plain model)."""
+        if self.cfg.model == "smoothed":
+            p = self.progress()
+            self.field.geometry.alpha = self.alpha_at(p)
+            self.field.geometry.sigma_world = self.sigma_at(p)
+
     def _set_lr(self, progress: float) -> None:
         decay = self.cfg.lr_final_ratio**progress
         for group in self.optimizer.param_groups:
@@ -197,13 +291,16 @@ class Trainer:
     def train_step(self) -> dict:
         self._maybe_upsample()
         self._set_lr(self.progress())
-        if self.cfg.model == "smoothed":
-            self.field.geometry.alpha = self.alpha_at(self.progress())
+        self._set_schedules()
         idx = torch.randint(0, self.rays_o.shape[0], (self.cfg.rays_per_batch,), generator=self.generator)
         idx = idx.to(self.device)
         grid = self.field.prepare()
         if self.estimator is not None:
             update_estimator(self.estimator, self.field, grid, self.step, self.march_step)
+        target, background = self.rays_rgb[idx], torch.tensor(self.train_views.background, device=self.device)
+        if self.rays_alpha is not None:  # random background: composite the target on it too
+            background = torch.rand(idx.shape[0], 3, generator=self.generator).to(self.device)
+            target = target + (1 - self.rays_alpha[idx, None]) * (background - 1.0)  # images were on white
         out = render_rays(
             self.field,
             grid,
@@ -214,16 +311,29 @@ class Trainer:
             stratified=True,
             generator=self.generator,
             estimator=self.estimator,
+            background=background,
         )
-        mse = torch.mean((out["rgb"] - self.rays_rgb[idx]) ** 2)
+        mse = torch.mean((out["rgb"] - target) ** 2)
         loss = mse
         if self.cfg.tv_weight > 0:
             loss = loss + self.cfg.tv_weight * total_variation(self.field.geometry.theta)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):  # refuse before the update: the last checkpoint stays sound
+            raise UserError(f"training diverged at step {self.step}: the loss is {loss_value} "
+                            f"(lower lr_density {self.cfg.lr_density:g} / lr_color {self.cfg.lr_color:g}); "
+                            f"{self.checkpoint_path} holds the last sound state")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(float(mse.detach()), 1e-10))}
+        return {"loss": loss_value, "psnr": -10 * math.log10(max(float(mse.detach()), 1e-10))}
+
+    def _timed_step(self, step: int) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats = self.train_step()
+        self.train_time += time.perf_counter() - t0
+        self.train_cpu += time.process_time() - c0  # CPU seconds (all threads): load-independent
+        return stats
 
     def evaluate(self, n_views: int | None = None, out_dir: Path | None = None) -> dict:
         from .evaluate import render_test_views
@@ -232,50 +342,43 @@ class Trainer:
             self.field, self.test_views, self.bounds, self.march_step, out_dir, n_views, self.estimator
         )
 
-    def run(self, until: int | None = None, checkpoint_path: Path | None = None) -> None:
-        """Train up to step ``until`` (default ``cfg.steps``), checkpointing every ``ckpt_every``."""
-        until = self.cfg.steps if until is None else min(until, self.cfg.steps)
-        ckpt = checkpoint_path or self.out / "checkpoint.pt"
-        bar = tqdm(
-            total=until,
-            initial=self.step,
-            desc=f"nerf {self.cfg.model}",
-            disable=self.quiet,
-            dynamic_ncols=True,
-            mininterval=1.0,
+    def _eval_hook(self, step: int, stats: dict) -> None:
+        if step >= self.cfg.steps:  # the final evaluation (finalize) renders every test view anyway
+            return
+        ev = self.evaluate(self.cfg.eval_views)
+        self.history.append(
+            {
+                "step": step,
+                "train_time_s": round(self.train_time, 1),
+                "train_cpu_s": round(self.train_cpu, 1),
+                "train_psnr": stats.get("psnr"),
+                "test_psnr": ev["psnr"],
+            }
         )
-        stats = {}
-        while self.step < until:
-            mean_step = self.train_time / max(1, self.step)  # stop before a step would overrun the limit
-            if self.cfg.time_limit_s is not None and self.train_time + mean_step > self.cfg.time_limit_s:
-                bar.write(f"time limit {self.cfg.time_limit_s:.0f} s reached at step {self.step}")
-                break
-            t0, c0 = time.perf_counter(), time.process_time()
-            stats = self.train_step()
-            self.train_time += time.perf_counter() - t0
-            self.train_cpu += time.process_time() - c0  # CPU seconds (all threads): load-independent
-            bar.update(1)
-            if self.step % 10 == 0 or self.step == until:
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}")
-            if self.step % self.cfg.eval_every == 0 and self.step < self.cfg.steps:
-                ev = self.evaluate(self.cfg.eval_views)
-                self.history.append(
-                    {
-                        "step": self.step,
-                        "train_time_s": round(self.train_time, 1),
-                        "train_cpu_s": round(self.train_cpu, 1),
-                        "train_psnr": stats["psnr"],
-                        "test_psnr": ev["psnr"],
-                    }
-                )
-                bar.write(
-                    f"step {self.step}: test PSNR {ev['psnr']:.2f} dB ({ev['n_views']} views), "
-                    f"train PSNR {stats['psnr']:.2f}, {self.train_time:.0f} s"
-                )
-            if self.step % self.cfg.ckpt_every == 0:
-                self.save(ckpt)
-        bar.close()
-        self.save(ckpt)
+        tqdm.write(
+            f"step {step}: test PSNR {ev['psnr']:.2f} dB ({ev['n_views']} views), "
+            f"train PSNR {stats.get('psnr', float('nan')):.2f}, {self.train_time:.0f} s"
+        )
+
+    def run(self, until: int | None = None, checkpoint_path: Path | None = None) -> LoopResult:
+        """Train up to step ``until`` (default ``cfg.steps``); checkpoint every ``ckpt_every`` steps and
+        every ``ckpt_every_s`` seconds, and once at the end — also when stopped by the time limit or
+        a signal (then ``result.reason`` says which; the caller decides whether to go on)."""
+        until = self.cfg.steps if until is None else min(until, self.cfg.steps)
+        ckpt = checkpoint_path or self.checkpoint_path
+        loop = TrainingLoop(
+            until,
+            step=self.step,
+            elapsed=self.train_time,
+            checkpoint_every_steps=self.cfg.ckpt_every,
+            checkpoint_every_s=self.cfg.ckpt_every_s,
+            time_limit_s=self.cfg.time_limit_s,
+            desc=f"nerf {self.cfg.model}",
+            quiet=self.quiet,
+        )
+        self.last_run = loop.run(self._timed_step, lambda: self.save(ckpt), [Hook(self.cfg.eval_every,
+                                                                                  self._eval_hook)])
+        return self.last_run
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict:
@@ -292,43 +395,65 @@ class Trainer:
             "train_cpu": self.train_cpu,
             "history": self.history,
             "bounds": self.bounds,
+            "normalization": self.capture.normalization.to_dict(),
+            "cameras": self._camera_summary(),
             "data_root": str(self.data_root),
             "gt_mesh": str(self.gt_mesh) if self.gt_mesh else None,
         }
 
-    def save(self, path: str | Path) -> Path:
-        return save_checkpoint(path, self.state())
+    def save(self, path: str | Path | None = None) -> Path:
+        return save_checkpoint(path or self.checkpoint_path, self.state())
 
     def load_state(self, payload: dict) -> None:
-        """Restore a checkpoint written by :meth:`save` (same config) into this trainer."""
+        """Restore a checkpoint written by :meth:`save` (same model settings) into this trainer."""
         self.stage = payload["stage"]
         res = self.schedule[self.stage][1]
-        self.field = build_field(self.cfg, self.bounds, res, self.final_voxel).to(self.device)
-        self.field.load_state_dict(payload["field"])
-        self.optimizer = self._make_optimizer()
-        self.optimizer.load_state_dict(payload["optimizer"])
+        self.field = self._new_field(res)
+        try:
+            self.field.load_state_dict(payload["field"])
+            self.optimizer = self._make_optimizer()
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # shapes/keys of another model
+            reason = " ".join(str(exc).split())[:160]
+            raise UserError(f"checkpoint does not fit the model of its own config: {reason}") from None
         self.step = payload["step"]
         self.train_time = payload["train_time"]
         self.train_cpu = payload.get("train_cpu", 0.0)
         self.history = list(payload["history"])
-        if self.cfg.model == "smoothed":
-            self.field.geometry.alpha = self.alpha_at(self.progress())
+        self._set_schedules()
         set_rng_state(payload["rng"], self.generator)
 
     @classmethod
     def resume(
-        cls, checkpoint: str | Path, out_dir: str | Path | None = None, quiet: bool = False
+        cls,
+        checkpoint: str | Path,
+        out_dir: str | Path | None = None,
+        quiet: bool = False,
+        config: NerfConfig | None = None,
+        payload: dict | None = None,
     ) -> Trainer:
-        payload = load_checkpoint(checkpoint)
-        cfg = NerfConfig(**payload["config"])
-        cfg.data = payload["data_root"] if Path(payload["data_root"]).exists() else cfg.data
+        """A trainer continuing ``checkpoint``. ``config`` (from :func:`nerf.config.merge_for_resume`)
+        may differ from the saved one in :data:`nerf.config.RESUMABLE_KEYS` only — e.g. more steps."""
+        from geo_rs.config import validate_config
+
+        payload = payload if payload is not None else load_checkpoint(checkpoint)
+        cfg = config or validate_config(NerfConfig, payload["config"], where=f"{checkpoint} (saved config)")
         trainer = cls(cfg, out_dir or Path(checkpoint).parent, quiet=quiet)
         trainer.load_state(payload)
         return trainer
 
     # -- outputs -----------------------------------------------------------------------------
+    def _to_capture(self):
+        """Training → capture similarity of a normalised capture (None when they coincide)."""
+        norm = self.capture.normalization
+        return None if norm.method == "none" else norm.transform.inverse()
+
     def finalize(self) -> dict:
-        """Test renders + depth maps, SDF cuts, ``mesh.ply``, metrics → ``report.json``."""
+        """Test renders + depth maps, SDF cuts, ``mesh.ply``, metrics → ``report.json``.
+
+        ``report["outputs"]`` lists the files written; ``report["not_produced"]`` maps each output
+        that could not be made (``mesh.ply``, ``mesh_metrics``) to the reason.
+        """
         from .evaluate import extract_and_score
 
         t0 = time.perf_counter()
@@ -341,11 +466,15 @@ class Trainer:
             title=f"{self.cfg.model} field: {what}",
             n_points=self.cfg.metric_points,
             fill=self.cfg.fill_cavities,
+            to_capture=self._to_capture(),
         )
+        reason = self.last_run.reason if self.last_run is not None else None
         report = {
             "model": self.cfg.model,
             "data": str(self.data_root),
             "steps": self.step,
+            "steps_planned": self.cfg.steps,
+            "stopped_by": reason,
             "train_time_s": round(self.train_time, 2),
             "train_cpu_s": round(self.train_cpu, 2),
             "eval_time_s": round(time.perf_counter() - t0, 2),
@@ -354,12 +483,18 @@ class Trainer:
             "test_views": ev["n_views"],
             "grid_shape": list(self.field.spec.shape),
             "voxel_size": self.field.spec.voxel,
-            "sigma_world": getattr(self.field.geometry, "sigma_world", None),
+            # the σ of the certified weak SDF (mesh, clearance) and the σ training ended at
+            "sigma_world": getattr(self.field.geometry, "sigma_final", None),
+            "sigma_world_rendered": getattr(self.field.geometry, "sigma_world", None),
             "threads": torch.get_num_threads(),
             "device": str(self.device),
+            "renderer": "nerfacc OccGridEstimator" if self.renderer == "occgrid" else "dense",
             "history": self.history,
+            "capture": self.capture.report(),
             "config": self.cfg.to_dict(),
             **geo,
         }
-        (self.out / "report.json").write_text(json.dumps(report, indent=1))
+        report["outputs"] = ["report.json", CHECKPOINT, "renders/r_*.png", "renders/r_*_depth.png",
+                             "renders/r_*_compare.png", *geo["outputs"]]
+        write_json(self.out / "report.json", report, indent=1)
         return report

@@ -1,19 +1,39 @@
-"""AdaAnchor ablation in the layout of the paper's Table 1, on the occlusion-heavy synthetic set.
+"""AdaAnchor study in the layout of the paper's Table 1: several seeds, paired bootstrap CIs, two splits.
 
-Trains (one process, one model at a time) the seven configs ``configs/keypoint/{regression, heatmap,
-fixanchor, adaanchor_add, adaanchor, adaanchor_single_anchor, adaanchor_no_local}.yaml``, evaluates
-each on the validation split (ground-truth boxes, top-down crops) and writes under ``--out``
-(default ``runs/keypoint/adaanchor_ablation``):
+Trains every (split, method, seed) with :func:`keypoint.train.train` (one thread; resumable: a finished
+run is reused, an interrupted one resumes), stores each model's per-keypoint validation predictions
+(``preds.npz``), then writes the tables. Layout under ``--out`` (default
+``runs/keypoint/adaanchor_study``)::
 
-* ``results.json`` — every metric of every model, plus the paper's numbers and the verdict;
-* ``table.md`` — our Vis.Error / Vis.Score / Inv.Error / Inv.Score / OKS-AP next to the paper's;
-* ``ablation.png`` — invisible-keypoint error and score per method.
+    <split>/<method>/seed<k>/{last.pt, metrics.json, history.json, loss.png, preds.npz}
+    results.json     # every number of the tables
+    tables.md        # the Markdown tables (beside the paper's Table 1)
 
-A model whose ``metrics.json`` already exists for the same config is not retrained (delete it to
-redo); an interrupted training resumes from its checkpoint.
+Splits (same images for every method; seeds change the initialisation and batch order only):
 
-    python scripts/adaanchor_ablation.py                 # everything (~20 min on a busy 2-core CPU)
-    python scripts/adaanchor_ablation.py --only heatmap adaanchor --epochs 2
+* ``occlusion`` — the occlusion-heavy synthetic set (80 % of the objects occluded, 30 % pushed across
+  the border; keypoints outside the image stay labelled, as in our synthetic data);
+* ``coco_like`` — the same scenes with the ``coco-like`` preset: no labelled keypoint outside the
+  image (COCO's convention) and occluders that hide more of the shape around a keypoint.
+
+Methods (configs in ``configs/keypoint/``): ``regression``, ``heatmap``, ``fixanchor``,
+``adaanchor_add``, ``adaanchor`` (mul, top-k, local refinement, with the collapse guard: r scored on
+the coarse estimate and a 2-epoch FixAnchor warm-up), ``adaanchor_single_anchor`` (k = 1),
+``adaanchor_no_local``, ``adaanchor_refined``
+(the paper's literal scoring of the refined estimate, which collapses here). ``--table guard`` trains
+the variants that chose the guard (seed 0).
+
+Statistics: errors are mean Euclidean distances in crop pixels (64-px crops) over keypoints of each
+visibility class; "occluded" = hidden inside the image, "truncated" = outside it. Each difference
+against heatmap-anchor is the seed-averaged per-keypoint difference, with a 95 % paired bootstrap
+interval resampling validation *images* (2,000 resamples).
+
+Usage::
+
+    python scripts/adaanchor_ablation.py train --split occlusion --seeds 0 1      # one heavy job
+    python scripts/adaanchor_ablation.py train --split coco_like --seeds 0 1 --only heatmap adaanchor
+    python scripts/adaanchor_ablation.py train --table guard
+    python scripts/adaanchor_ablation.py report
 """
 from __future__ import annotations
 
@@ -23,6 +43,11 @@ import math
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 ROWS = [  # (group, label, config name, paper row: Vis.Error, Vis.Score, Inv.Error, Inv.Score, mAP)
     ("Baselines", "Regression-anchor", "regression", (7.19, None, 17.6, None, 54.1)),
@@ -35,254 +60,358 @@ ROWS = [  # (group, label, config name, paper row: Vis.Error, Vis.Score, Inv.Err
     ("Component analysis", "Ours w/o local refinement", "adaanchor_no_local",
      (6.47, 0.902, 16.8, 0.783, 69.0)),
     ("Component analysis", "Ours", "adaanchor", (6.02, 0.925, 16.2, 0.805, 71.3)),
+    ("Paper-literal scoring", "Ours, r of the refined estimate", "adaanchor_refined",
+     (None, None, None, None, None)),
 ]
+METHODS = list(dict.fromkeys(r[2] for r in ROWS))
+COCO_METHODS = ["heatmap", "fixanchor", "adaanchor", "adaanchor_refined"]
+
+#: guard selection: AdaAnchor variants on the occlusion split (seed 0), config overrides of `adaanchor`
+GUARD = {
+    "previous (k=20, σ=1, R=2), refined": {"top_k": 20, "score_sigma": 1.0, "local_radius": 2.0,
+                                          "score_from": "refined", "warmup_epochs": 0.0},
+    "paper proportions, refined (paper-literal)": {"score_from": "refined", "warmup_epochs": 0.0},
+    "paper proportions, refined, 2-epoch warm-up": {"score_from": "refined", "warmup_epochs": 2.0},
+    "paper proportions, refined, stride 2 (32×32 map)": {"score_from": "refined", "warmup_epochs": 0.0,
+                                                         "stride": 2},
+    "paper proportions, coarse": {"score_from": "coarse", "warmup_epochs": 0.0},
+    "paper proportions, coarse, 2-epoch warm-up (chosen)": {"score_from": "coarse", "warmup_epochs": 2.0},
+    "k=20, coarse": {"score_from": "coarse", "top_k": 20, "warmup_epochs": 0.0},
+    "FixAnchor (paper proportions)": {"selection": "fixed"},
+}
+
+SPLITS = {
+    "occlusion": {},
+    "coco_like": {"label_outside": False, "occluder_size": [0.45, 0.8], "occluder_spread": 0.1},
+}
+METRICS = [("vis_error", "Vis.Error", 2), ("vis_score", "Vis.Score", 3), ("inv_error", "Inv.Error", 2),
+           ("inv_score", "Inv.Score", 3), ("occluded_error", "Occl.Err", 2),
+           ("truncated_error", "Trunc.Err", 2)]
 
 
 def _fmt(v, digits: int) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "N/A"
     return f"{v:.{digits}f}"
 
 
-def run(configs_dir: Path, out: Path, only: list[str] | None, epochs: int | None, quiet: bool,
-        seed: int | None = None) -> dict:
-    import torch
+# ---------------------------------------------------------------------------------------- training
+def run_config(method: str, split: str, seed: int, out: Path, epochs: int | None,
+               overrides: dict | None = None, run_name: str | None = None):
+    from keypoint.config import load_keypoint_config, validate_keypoint_config
 
-    import keypoint.evaluate  # noqa: F401 — import everything now: later edits must not mix in mid-run
-    from keypoint.train import json_safe, load_config, train
+    cfg = load_keypoint_config(ROOT / "configs" / "keypoint" / f"{method}.yaml").to_dict()
+    cfg["data"]["synth"].update(SPLITS[split])
+    cfg["model"].update(overrides or {})
+    cfg["seed"] = seed
+    cfg["train"]["num_threads"] = 1
+    if epochs is not None:
+        cfg["train"]["epochs"] = epochs
+    cfg["out_dir"] = str(out / split / (run_name or method) / f"seed{seed}")
+    return validate_keypoint_config(cfg)
+
+
+def train_one(cfg, quiet: bool) -> dict:
+    """Train (or reuse) one run and store its per-keypoint validation predictions."""
+    from keypoint.checkpoints import load_checkpoint
+    from keypoint.data.dataset import KeypointLayout
+    from keypoint.data.splits import load_split
+    from keypoint.evaluate import crop_predictions
+    from keypoint.train import train
+
+    run = cfg.run_dir
+    done = run / "metrics.json"
+    if done.is_file() and (run / "preds.npz").is_file():
+        summary = json.loads(done.read_text())
+        if summary.get("complete") and summary.get("epochs") == cfg.train.epochs and "val" in summary:
+            print(f"[{run}] reusing", flush=True)
+            return summary
+    t0 = time.time()
+    summary = train(cfg, quiet=quiet)
+    model, ck = load_checkpoint(run / "last.pt")
+    layout = KeypointLayout.from_dict(ck["layout"])
+    cp = crop_predictions(model, load_split(cfg.data, "val", quiet=True), layout, cfg.data.input_size,
+                          cfg.data.padding)
+    np.savez_compressed(run / "preds.npz", error=cp.error, score=cp.score, vis=cp.vis, inside=cp.inside,
+                        image=cp.sample_index, category=cp.category_id, has_scores=model.codec.has_scores)
+    v = summary["val"]
+    print(f"[{run}] {time.time() - t0:.0f} s, {summary['epochs_run']} epochs: vis_err {v['vis_error']:.2f} "
+          f"inv_err {v['inv_error']:.2f} vis_score {v['vis_score']:.3f} inv_score {v['inv_score']:.3f}",
+          flush=True)
+    return summary
+
+
+def cmd_train(args) -> int:
+    import torch
 
     torch.set_num_threads(1)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    names = list(dict.fromkeys(r[2] for r in ROWS))
-    for name in names:
-        if only and name not in only:
-            continue
-        cfg = load_config(configs_dir / f"{name}.yaml")
-        cfg["out_dir"] = str(out / name)
-        if epochs is not None:
-            cfg["train"]["epochs"] = epochs
-        if seed is not None:  # model init and batch order; the data stay the same
-            cfg["seed"] = seed
-        metrics_path = Path(cfg["out_dir"]) / "metrics.json"
-        if metrics_path.is_file():
-            prev = json.loads(metrics_path.read_text())
-            if prev.get("config") == cfg:
-                print(f"[{name}] reusing {metrics_path}")
-                results[name] = prev
-                continue
-        t0 = time.time()
-        print(f"[{name}] training {cfg['model']} ...", flush=True)
-        summary = train(cfg, resume=True, progress=not quiet)
-        summary["config"] = cfg
-        summary["wall_seconds"] = round(time.time() - t0, 1)
-        metrics_path.write_text(json.dumps(json_safe(summary), indent=2))
-        v = summary["val"]
-        print(f"[{name}] done in {summary['wall_seconds']} s: vis_err {v['vis_error']:.2f} inv_err "
-              f"{v['inv_error']:.2f} vis_score {v['vis_score']:.3f} inv_score {v['inv_score']:.3f} "
-              f"AP {v['oks_ap']['AP']:.3f}", flush=True)
-        results[name] = summary
-    return results
-
-
-def verdict(results: dict) -> dict:
-    if "heatmap" not in results or "adaanchor" not in results:
-        return {}
-    h, a = results["heatmap"]["val"], results["adaanchor"]["val"]
-    return {"lower_inv_error_than_heatmap": bool(a["inv_error"] < h["inv_error"]),
-            "higher_inv_score_than_heatmap": bool(a["inv_score"] > h["inv_score"]),
-            "heatmap_inv_error": h["inv_error"], "adaanchor_inv_error": a["inv_error"],
-            "heatmap_inv_score": h["inv_score"], "adaanchor_inv_score": a["inv_score"]}
-
-
-def paired_bootstrap(out: Path, a: str = "adaanchor", b: str = "heatmap", n_boot: int = 2000,
-                     seed: int = 0) -> dict:
-    """95 % paired-bootstrap intervals (resampling validation *instances*) of ``a − b`` for the
-    invisible- and visible-keypoint mean error and mean score, from the two saved checkpoints."""
-    import numpy as np
-
-    from keypoint.data.dataset import KeypointCropDataset, KeypointLayout
-    from keypoint.evaluate import load_checkpoint, predict_crops
-    from keypoint.train import load_split, materialize
-
-    per = {}
-    for name in (a, b):
-        model, ck = load_checkpoint(out / name / "last.pt")
-        layout = KeypointLayout.from_dict(ck["layout"])
-        ds = KeypointCropDataset(load_split(ck["config"]["data"], "val"), int(ck["input_size"]),
-                                 float(ck["padding"]), layout)
-        m = materialize(ds, model.codec)
-        kp, sc = predict_crops(model, m["image"])
-        gt = m["keypoints"][:, 0]
-        per[name] = ((kp - gt).norm(dim=-1).numpy(), sc.numpy(), m["visibility"][:, 0].numpy())
-    err_a, sc_a, vis = per[a]
-    err_b, sc_b, _ = per[b]
-    rng = np.random.default_rng(seed)
-    n = len(vis)
-    res = {}
-    for tag, v in (("inv", 1), ("vis", 2)):
-        sel = (vis == v).astype(np.float64)
-        diffs = {"error": [], "score": []}
-        for _ in range(n_boot):
-            idx = rng.integers(0, n, n)
-            w = sel[idx]
-            tot = w.sum()
-            diffs["error"].append(((err_a[idx] - err_b[idx]) * w).sum() / tot)
-            diffs["score"].append(((sc_a[idx] - sc_b[idx]) * w).sum() / tot)
-        for key, vals in diffs.items():
-            j = 0 if key == "error" else 1
-            full = ((per[a][j] - per[b][j]) * sel).sum() / sel.sum()
-            lo, hi = np.percentile(vals, [2.5, 97.5])
-            res[f"{tag}_{key}_diff"] = {"mean": float(full), "ci95": [float(lo), float(hi)]}
-    return res
-
-
-def anchor_distances(out: Path, names: list[str], max_crops: int = 256) -> dict:
-    """Where the inference anchor (max-confidence cell) sits: mean distance to the target in map cells,
-    for visible and invisible keypoints, per AdaAnchor-family model (diagnoses anchor drift)."""
-    import torch
-
-    from keypoint.data.dataset import KeypointCropDataset, KeypointLayout
-    from keypoint.evaluate import load_checkpoint
-    from keypoint.train import load_split, materialize
-
-    res = {}
-    for name in names:
-        path = out / name / "last.pt"
-        if not path.is_file():
-            continue
-        model, ck = load_checkpoint(path)
-        if ck["model_config"]["type"] != "adaanchor":
-            continue
-        layout = KeypointLayout.from_dict(ck["layout"])
-        ds = KeypointCropDataset(load_split(ck["config"]["data"], "val"), int(ck["input_size"]),
-                                 float(ck["padding"]), layout)
-        m = materialize(ds, model.codec)
-        with torch.no_grad():
-            conf = model(m["image"][:max_crops])["confidence"]
-        b, k, h, w = conf.shape
-        am = conf.reshape(b, k, -1).argmax(-1)
-        cell = torch.stack([am % w, am // w], -1).float()
-        d = (cell - m["targets"]["points"][:b, 0]).norm(dim=-1)
-        vis = m["visibility"][:b, 0]
-        res[name] = {f"{t}_anchor_distance_cells": float(d[vis == v].mean())
-                     for t, v in (("vis", 2), ("inv", 1))}
-    return res
-
-
-def markdown(results: dict) -> str:
-    lines = ["| Method | Vis.Error | Vis.Score | Inv.Error | Inv.Score | OKS-AP | PCK@0.1 | "
-             "Occl.Err | Trunc.Err | paper Vis.Err | paper Vis.Score | paper Inv.Err | paper Inv.Score | "
-             "paper mAP |",
-             "|---" * 14 + "|"]
-    group = None
-    for g, label, name, paper in ROWS:
-        if g != group:
-            lines.append(f"| *{g}* |" + " |" * 13)
-            group = g
-        r = results.get(name)
-        if r is None:
-            ours = ["not run"] + [""] * 7
-        else:
-            v = r["val"]
-            ours = [_fmt(v["vis_error"], 2), _fmt(v["vis_score"], 3), _fmt(v["inv_error"], 2),
-                    _fmt(v["inv_score"], 3), _fmt(100 * v["oks_ap"]["AP"], 1), _fmt(100 * v["pck@0.1"], 1),
-                    _fmt(v["occluded_error"], 2), _fmt(v["truncated_error"], 2)]
-        pp = [_fmt(paper[0], 2), _fmt(paper[1], 3), _fmt(paper[2], 1), _fmt(paper[3], 3), _fmt(paper[4], 1)]
-        lines.append(f"| {label} | " + " | ".join(ours + pp) + " |")
-    return "\n".join(lines)
-
-
-def verdict_markdown(v: dict) -> str:
-    if not v:
-        return "Verdict: needs both the heatmap and the full AdaAnchor rows.\n"
-    err_ok = "holds" if v["lower_inv_error_than_heatmap"] else "does NOT hold"
-    score_ok = "holds" if v["higher_inv_score_than_heatmap"] else "does NOT hold"
-    lines = [f"- AdaAnchor Inv.Error {v['adaanchor_inv_error']:.2f} vs heatmap-anchor "
-             f"{v['heatmap_inv_error']:.2f}: the paper's claim (lower) {err_ok} here.",
-             f"- AdaAnchor Inv.Score {v['adaanchor_inv_score']:.3f} vs heatmap-anchor "
-             f"{v['heatmap_inv_score']:.3f}: the paper's claim (higher) {score_ok} here."]
-    for key, d in v.get("paired_bootstrap_adaanchor_minus_heatmap", {}).items():
-        lines.append(f"- paired bootstrap, AdaAnchor − heatmap, {key.replace('_diff', '')}: {d['mean']:+.3f} "
-                     f"(95 % CI {d['ci95'][0]:+.3f} … {d['ci95'][1]:+.3f})")
-    return "\n".join(lines) + "\n"
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = [(label, results[name]["val"]) for _, label, name, _ in ROWS if name in results]
-    seen, uniq = set(), []
-    for label, v in rows:
-        if label not in seen:
-            seen.add(label)
-            uniq.append((label, v))
-    labels = [u[0] for u in uniq]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    x = np.arange(len(uniq))
-    for ax, keys, title in ((axes[0], ("vis_error", "inv_error"), "mean error (crop px, lower is better)"),
-                            (axes[1], ("vis_score", "inv_score"), "mean score (higher is better)"),
-                            (axes[2], ("occluded_error", "truncated_error"),
-                             "invisible: occluded vs truncated")):
-        for j, k in enumerate(keys):
-            vals = [0.0 if u[1][k] is None else float(np.nan_to_num(u[1][k], nan=0.0)) for u in uniq]
-            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=k)
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("AdaAnchor ablation on the occlusion-heavy synthetic set (regression has no score)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs-dir", default="configs/keypoint")
-    ap.add_argument("--out", default="runs/keypoint/adaanchor_ablation")
-    ap.add_argument("--only", nargs="*", default=None, help="config names to (re)run")
-    ap.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--seed", type=int, default=None, help="override every config's training seed")
-    ap.add_argument("--diagnose-only", action="store_true",
-                    help="only measure inference-anchor distances of the trained AdaAnchor-family models")
-    ap.add_argument("--no-bootstrap", action="store_true",
-                    help="skip the paired bootstrap (AdaAnchor vs heatmap)")
-    args = ap.parse_args(argv)
     out = Path(args.out)
-    if args.diagnose_only:
-        import torch
-
-        torch.set_num_threads(1)
-        diag = anchor_distances(out, list(dict.fromkeys(r[2] for r in ROWS)))
-        (out / "anchor_distances.json").write_text(json.dumps(diag, indent=2))
-        print(json.dumps(diag, indent=2))
+    if args.table == "guard":
+        for i, (label, over) in enumerate(GUARD.items()):
+            if args.only and str(i) not in args.only:
+                continue
+            method = "adaanchor"
+            cfg = run_config(method, "occlusion", 0, out / "guard", args.epochs or 12, over, f"variant{i}")
+            print(f"guard variant {i}: {label}", flush=True)
+            train_one(cfg, args.quiet)
         return 0
-    results = run(Path(args.configs_dir), out, args.only, args.epochs, args.quiet, args.seed)
-    table = markdown(results)
-    verdict_ = verdict(results)
-    if verdict_ and not args.no_bootstrap:
-        verdict_["paired_bootstrap_adaanchor_minus_heatmap"] = paired_bootstrap(out)
-    (out / "table.md").write_text(table + "\n\n" + verdict_markdown(verdict_))
-    from keypoint.train import json_safe
-
-    (out / "results.json").write_text(json.dumps(json_safe({
-        "results": {k: v["val"] for k, v in results.items()},
-        "train_seconds": {k: v.get("train_seconds") for k, v in results.items()},
-        "paper": {name: paper for _, _, name, paper in ROWS}, "verdict": verdict_}), indent=2))
-    if results:
-        plot(results, out / "ablation.png")
-    print(table)
-    print(json.dumps(verdict_, indent=2))
+    for seed in args.seeds:
+        for method in (COCO_METHODS if args.split == "coco_like" else METHODS):
+            if args.only and method not in args.only:
+                continue
+            train_one(run_config(method, args.split, seed, out, args.epochs), args.quiet)
     return 0
 
 
+# ----------------------------------------------------------------------------------------- report
+def plateau(history: list[dict]) -> float:
+    """Relative change of the mean training loss from the third to the last quarter of the epochs."""
+    rows = [h for h in history if "loss" in h and h.get("kind") != "epoch"]
+    if not rows:
+        return float("nan")
+    end = max(h["epoch"] for h in rows)
+    third = [h["loss"] for h in rows if 0.5 * end < h["epoch"] <= 0.75 * end]
+    last = [h["loss"] for h in rows if h["epoch"] > 0.75 * end]
+    return float(np.mean(last) / np.mean(third) - 1) if third and last else float("nan")
+
+
+def _load(run: Path) -> dict | None:
+    if not (run / "preds.npz").is_file() or not (run / "metrics.json").is_file():
+        return None
+    p = dict(np.load(run / "preds.npz"))
+    p["summary"] = json.loads((run / "metrics.json").read_text())
+    hist = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    p["diag"] = [h for h in hist if h.get("kind") == "epoch"]
+    p["plateau"] = plateau(hist)
+    return p
+
+
+def _masks(p: dict) -> dict[str, np.ndarray]:
+    vis, inside = p["vis"], p["inside"]
+    return {"vis": vis == 2, "inv": vis == 1, "occluded": (vis == 1) & inside,
+            "truncated": (vis == 1) & ~inside}
+
+
+def _metric_arrays(p: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """metric → (per-keypoint values (M, C), mask (M, C))."""
+    m = _masks(p)
+    out = {"vis_error": (p["error"], m["vis"]), "inv_error": (p["error"], m["inv"]),
+           "occluded_error": (p["error"], m["occluded"]), "truncated_error": (p["error"], m["truncated"])}
+    if bool(p["has_scores"]):
+        out["vis_score"] = (p["score"], m["vis"])
+        out["inv_score"] = (p["score"], m["inv"])
+    return out
+
+
+def paired_bootstrap(a_runs: list[dict], b_runs: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Seed-averaged difference a − b per metric with a 95 % bootstrap CI over validation images."""
+    ma = [_metric_arrays(p) for p in a_runs]
+    mb = [_metric_arrays(p) for p in b_runs]
+    images = a_runs[0]["image"]
+    uniq, inv = np.unique(images, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniq), (n_boot, len(uniq)))
+    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws])  # (n_boot, n_images)
+    res = {}
+    for key in ma[0]:
+        if key not in mb[0]:
+            continue
+        mask = ma[0][key][1]
+        diff = np.mean([x[key][0] for x in ma], 0) - np.mean([x[key][0] for x in mb], 0)
+        num = np.bincount(inv, weights=(diff * mask).sum(1), minlength=len(uniq))
+        den = np.bincount(inv, weights=mask.sum(1), minlength=len(uniq))
+        if den.sum() == 0:
+            continue
+        point = num.sum() / den.sum()
+        boot = (counts @ num) / np.maximum(counts @ den, 1e-12)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        res[key] = {"diff": float(point), "ci95": [float(lo), float(hi)], "keypoints": int(mask.sum())}
+    return res
+
+
+def _mean_metric(runs: list[dict], key: str) -> tuple[float, list[float]]:
+    vals = []
+    for p in runs:
+        arrs = _metric_arrays(p)
+        if key not in arrs:
+            return float("nan"), []
+        v, m = arrs[key]
+        vals.append(float((v * m).sum() / m.sum()) if m.sum() else float("nan"))
+    return float(np.mean(vals)), vals
+
+
+def _diag(runs: list[dict]) -> dict:
+    last = [p["diag"][-1] for p in runs if p["diag"]]
+    keys = [f"{kind}_{k}" for kind in ("infer", "train")
+            for k in ("corr_x", "corr_y", "dist_vis", "dist_occ", "dist_out", "distinct")]
+    out = {}
+    for k in keys:
+        vals = [d[k] for d in last if d.get(k) is not None]
+        out[k] = float(np.mean(vals)) if vals else float("nan")
+    return out if last else {}
+
+
+def collect(out: Path, split: str, methods: list[str]) -> dict:
+    res = {}
+    for method in methods:
+        runs = [r for r in (_load(d) for d in sorted((out / split / method).glob("seed*"))) if r is not None]
+        if runs:
+            res[method] = runs
+    return res
+
+
+def split_table(runs: dict, split: str) -> tuple[str, dict]:
+    """Markdown table of one split + the numbers."""
+    base = runs.get("heatmap")
+    head = ("| Method | seeds | epochs | loss Δ last ¼ | " + " | ".join(m[1] for m in METRICS)
+            + " | OKS-AP | " + " | ".join(f"Δ{m[1]} vs heatmap [95 % CI]" for m in METRICS[:4]) + " |")
+    lines = [head, "|" + "---|" * (4 + len(METRICS) + 1 + 4)]
+    numbers: dict = {}
+    shown = set()
+    for _, label, method, _ in ROWS:
+        if method not in runs or (method, label) in shown:
+            continue
+        shown.add((method, label))
+        rs = runs[method]
+        row = {k: _mean_metric(rs, k) for k, _, _ in METRICS}
+        ap = float(np.mean([p["summary"]["val"]["oks_ap"]["AP"] for p in rs]))
+        epochs = sorted({p["summary"]["epochs_run"] for p in rs})
+        cis = paired_bootstrap(rs, base) if base is not None and method != "heatmap" else {}
+        numbers[method] = {"seeds": len(rs), "epochs_run": epochs, "oks_ap": ap, "diag": _diag(rs),
+                           "loss_change_last_quarter": [p["plateau"] for p in rs],
+                           **{k: {"mean": v[0], "per_seed": v[1]} for k, v in row.items()},
+                           "vs_heatmap": cis}
+        cells = [_fmt(row[k][0], d) for k, _, d in METRICS]
+        deltas = []
+        for k, _, d in METRICS[:4]:
+            c = cis.get(k)
+            deltas.append("—" if c is None
+                          else f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]")
+        change = "/".join(f"{100 * p['plateau']:+.0f} %" for p in rs)
+        lines.append(f"| {label} | {len(rs)} | {'/'.join(f'{e:g}' for e in epochs)} | {change} | "
+                     + " | ".join(cells)
+                     + f" | {100 * ap:.1f} | " + " | ".join(deltas) + " |")
+    return "\n".join(lines), numbers
+
+
+def versus_table(runs_by_split: dict, base: str = "fixanchor") -> str:
+    """AdaAnchor variants minus FixAnchor (same heads, pre-defined anchors), 95 % paired bootstrap."""
+    keys = METRICS
+    lines = ["| split | method | " + " | ".join(f"Δ{m[1]} vs FixAnchor [95 % CI]" for m in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for split, runs in runs_by_split.items():
+        if base not in runs:
+            continue
+        for method in runs:
+            if not method.startswith("adaanchor"):
+                continue
+            cis = paired_bootstrap(runs[method], runs[base])
+            cells = ["—" if k not in cis else
+                     f"{cis[k]['diff']:+.{d}f} [{cis[k]['ci95'][0]:+.{d}f}, {cis[k]['ci95'][1]:+.{d}f}]"
+                     for k, _, d in keys]
+            lines.append(f"| {split} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paper_table() -> str:
+    lines = ["| Method (paper, COCO, ResNet-50) | Vis.Error | Vis.Score | Inv.Error | Inv.Score | mAP |",
+             "|---|---|---|---|---|---|"]
+    for _, label, _, paper in ROWS:
+        if paper[0] is None:
+            continue
+        lines.append(f"| {label} | " + " | ".join(_fmt(v, d) for v, d in zip(paper, (2, 3, 1, 3, 1))) + " |")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _anchor_cells(d: dict, kind: str) -> str:
+    f = {k: _fmt(d.get(f"{kind}_{k}"), 2 if k.startswith(("corr", "distinct")) else 1)
+         for k in ("corr_x", "corr_y", "dist_vis", "dist_occ", "dist_out", "distinct")}
+    return (f"{f['corr_x']} / {f['corr_y']} | {f['dist_vis']} / {f['dist_occ']} / {f['dist_out']} | "
+            f"{f['distinct']}")
+
+
+ANCHOR_HEAD = ("inference anchor corr x / y | dist. visible / occluded / outside (cells) | distinct | "
+               "training anchor corr x / y | dist. visible / occluded / outside | distinct")
+
+
+def anchor_table(runs_by_split: dict) -> str:
+    lines = [f"| split | method | {ANCHOR_HEAD} |", "|---|---|" + "---|" * 6]
+    for split, runs in runs_by_split.items():
+        for method in runs:
+            d = _diag(runs[method])
+            if d:
+                row = f"{_anchor_cells(d, 'infer')} | {_anchor_cells(d, 'train')}"
+                lines.append(f"| {split} | {method} | {row} |")
+    return "\n".join(lines)
+
+
+def guard_table(out: Path) -> tuple[str, dict]:
+    lines = [f"| variant | {ANCHOR_HEAD} | Vis.Error | Inv.Error | Inv.Score |", "|---|" + "---|" * 9]
+    numbers = {}
+    for i, label in enumerate(GUARD):
+        p = _load(out / "guard" / "occlusion" / f"variant{i}" / "seed0")
+        if p is None:
+            continue
+        d = _diag([p])
+        v = p["summary"]["val"]
+        numbers[label] = {"diag": d, "history": p["diag"],
+                          **{k: v[k] for k in ("vis_error", "inv_error", "inv_score")}}
+        lines.append(f"| {label} | {_anchor_cells(d, 'infer')} | {_anchor_cells(d, 'train')} | "
+                     f"{v['vis_error']:.2f} | {v['inv_error']:.2f} | {v['inv_score']:.3f} |")
+    return "\n".join(lines), numbers
+
+
+def cmd_report(args) -> int:
+    from geo_rs.atomic import write_json, write_text
+
+    out = Path(args.out)
+    md = ["# AdaAnchor study (generated by scripts/adaanchor_ablation.py report)", ""]
+    results: dict = {}
+    by_split = {}
+    for split, methods in (("occlusion", METHODS), ("coco_like", COCO_METHODS)):
+        runs = collect(out, split, methods)
+        if not runs:
+            continue
+        by_split[split] = runs
+        table, numbers = split_table(runs, split)
+        results[split] = numbers
+        md += [f"## Split `{split}`", "", table, ""]
+    md += ["## AdaAnchor against FixAnchor", "", versus_table(by_split), ""]
+    md += ["## Where the anchors sit (last epoch, validation crops, mean over seeds)", "",
+           anchor_table(by_split), ""]
+    gt, gnum = guard_table(out)
+    results["guard"] = gnum
+    md += ["## Guard selection (occlusion split, seed 0)", "", gt, "", "## Paper, Table 1", "",
+           paper_table(), ""]
+    write_text(out / "tables.md", "\n".join(md))
+    write_json(out / "results.json", results, indent=1)
+    print("\n".join(md))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train (or reuse) the runs of one split / table")
+    t.add_argument("--split", choices=sorted(SPLITS), default="occlusion",
+                   help="data split (default occlusion)")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
+    t.add_argument("--only", nargs="*", default=None, help="methods (or guard variant numbers) to run")
+    t.add_argument("--epochs", type=int, default=None, help="override the configs' epochs (default: theirs)")
+    t.add_argument("--table", choices=["main", "guard"], default="main", help="main rows or guard variants")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    r = sub.add_parser("report", help="tables from the finished runs")
+    for p in (t, r):
+        p.add_argument("--out", default="runs/keypoint/adaanchor_study", help="study folder")
+    args = ap.parse_args(argv)
+    return cmd_train(args) if args.cmd == "train" else cmd_report(args)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from geo_rs.interrupt import Interrupted, exit_code
+
+    try:
+        sys.exit(main())
+    except Interrupted as exc:  # SIGINT/SIGTERM: the run saved its checkpoint; a re-run resumes
+        print(f"{Path(__file__).name}: {exc}; re-run to resume", file=sys.stderr)
+        sys.exit(exit_code(exc.signum))

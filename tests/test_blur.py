@@ -125,3 +125,67 @@ def test_bad_sigma_is_a_user_error(sigma):
 def test_bad_shape_is_a_user_error():
     with pytest.raises(UserError, match="shape"):
         gaussian_blur3d(torch.zeros(4, 4), 1.0)
+
+
+def test_nan_is_refused_with_count_and_position_not_spread():
+    g = torch.zeros(9, 9, 9)
+    g[2, 3, 4] = float("nan")
+    with pytest.raises(UserError, match=r"grid contains 1 NaN/inf value\(s\) \(first at index \(2, 3, 4\)"):
+        gaussian_blur3d(g, 1.0)
+    g[2, 3, 4] = float("inf")
+    with pytest.raises(UserError, match="NaN/inf"):
+        gaussian_blur3d_naive(g, 1.0)
+    # huge but finite values whose sum overflows are not a false alarm
+    big = torch.full((4, 4, 4), 3e38)
+    assert torch.isfinite(gaussian_blur3d(big, 0.5)).all()
+
+
+@pytest.mark.parametrize("method", ["matmul", "slices"])
+def test_result_does_not_depend_on_the_thread_count(method):
+    # The per-call thread policy may run a call on 1 thread or on several: the output must be the same
+    # bit for bit (BLAS splits rows/columns among threads, never a dot product).
+    g = torch.rand(70, 64, 50)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = gaussian_blur3d(g, 1.7, method=method)
+        torch.set_num_threads(2)
+        two = gaussian_blur3d(g, 1.7, method=method)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(one, two)
+
+
+def test_thread_policy_keeps_the_faster_option_and_retries_the_other_with_backoff():
+    from geo_rs.blur_threads import ThreadPolicy
+
+    cost = {1: 1.0, 2: 5.0}  # seconds per call: 2 threads lose (a loaded machine)
+    policy = ThreadPolicy(idle_cores=lambda: 2.0)
+    voxels = 1 << 20
+    picks = []
+    for _ in range(400):
+        k = policy.choose(voxels, 2)
+        picks.append(k)
+        policy.record(voxels, k, cost[k], 2)
+    assert picks[0] == 2  # idle by the load average: the first call tries the caller's setting
+    tries = [i for i, k in enumerate(picks) if k == 2]
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] >= 128  # retries back off while they keep losing
+    assert sum(cost[k] for k in picks) <= 1.1 * 400 * cost[1]  # never much worse than 1 thread
+    cost[2] = 0.4  # the load went away: the next retry switches over and stays
+    for _ in range(300):
+        k = policy.choose(voxels, 2)
+        policy.record(voxels, k, cost[k], 2)
+        picks.append(k)
+    assert picks[-100:].count(2) >= 90
+    # small grids, one requested thread, or a disabled policy: torch's setting as it is
+    assert policy.choose(1000, 2) == 2 and policy.choose(voxels, 1) == 1
+    policy.enabled = False
+    assert policy.choose(voxels, 2) == 2
+
+
+def test_thread_policy_starts_on_one_thread_when_the_machine_is_busy():
+    from geo_rs.blur_threads import ThreadPolicy
+
+    assert ThreadPolicy(idle_cores=lambda: 0.3).choose(1 << 20, 2) == 1
+    assert ThreadPolicy(idle_cores=lambda: 2.0).choose(1 << 20, 2) == 2

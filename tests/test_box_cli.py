@@ -46,10 +46,10 @@ def test_train_verify_report_and_merge_end_to_end(trained, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--method", "DeepPoly"], "unknown method 'DeepPoly'"),
+        (["--method", "DeepPoly"], "--method (command line): unknown method 'DeepPoly'"),
         (["--eps", "-0.1"], "eps must be finite and >= 0"),
         (["--eps", "abc"], "cannot read 'abc'"),
-        (["--perturbation", "blur"], "unknown 'blur'"),
+        (["--perturbation", "blur"], "--perturbation (command line): unknown perturbation 'blur'"),
         (["--extension", "exact"], "unknown extension 'exact'"),
         (["--model-factory", "torch.nn:Identity"], "must output 4 numbers"),
         (["--model-factory", "torch.nn"], "package.module:function"),
@@ -79,13 +79,64 @@ def test_config_file_supplies_defaults(tmp_path, capsys):
     cfg = tmp_path / "box.yaml"
     cfg.write_text("verify:\n  method: [NotAMethod]\n")
     assert main(["box", "verify", "--config", str(cfg), "--out", str(tmp_path)]) == 2
-    _one_error_line(capsys, "unknown method 'NotAMethod'")
+    _one_error_line(capsys, f"{cfg}: key 'verify.method': unknown method 'NotAMethod'")
     cfg.write_text("verify:\n  colour: red\n")
     assert main(["box", "verify", "--config", str(cfg), "--out", str(tmp_path)]) == 2
-    _one_error_line(capsys, "unknown key(s) in 'verify': colour")
+    _one_error_line(capsys, f"{cfg}: key 'verify.colour': unknown key")
+    cfg.write_text("train:\n  epochs: one\n")
+    assert main(["box", "train", "--config", str(cfg)]) == 2
+    _one_error_line(capsys, f"{cfg}: key 'train.epochs'")
+    cfg.write_text("verify:\n  images: 2\n  method: [IBP]\n")  # flags win over the file
+    assert main(["box", "verify", "--config", str(cfg), "--images", "0", "--out", str(tmp_path)]) == 2
+    _one_error_line(capsys, "--images (command line)")
 
 
 def test_parse_eps():
     assert parse_eps(["0:0.002:3"]) == [0.0, 0.001, 0.002]
     assert parse_eps(["0.1,0.2", "0.3"]) == [0.1, 0.2, 0.3]
     assert parse_eps(None) is None
+
+
+def test_register_builds_the_parsers_without_importing_torch():
+    """keypoint/box/cli.py alone (the package __init__ files are stubbed): parsers and --help are light."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    packages = [("keypoint", str(root / "keypoint")), ("keypoint.box", str(root / "keypoint" / "box"))]
+    code = f"""
+import argparse, sys, types
+for name, path in {packages!r}:
+    module = types.ModuleType(name)
+    module.__path__ = [path]
+    sys.modules[name] = module
+import keypoint.box.cli as cli
+parser = argparse.ArgumentParser()
+cli.register(parser.add_subparsers())
+for cmd in ("train", "verify", "report", "export-mnist"):
+    parser._subparsers._group_actions[0].choices["box"]._subparsers._group_actions[0].choices[cmd].format_help()
+parser.parse_args(["box", "verify", "--images", "3", "--method", "IBP"])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open3d", "auto_LiRPA"))
+print("HEAVY", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_every_box_option_has_help_with_a_default():
+    import argparse
+
+    from keypoint.box.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    box = parser._subparsers._group_actions[0].choices["box"]
+    for name, sub in box._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings:  # positionals: required
+                assert action.help, (name, action.dest)
+                continue
+            text = action.help or ""
+            assert text and ("default" in text or "required" in text), (name, action.dest, text)

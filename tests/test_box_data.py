@@ -59,7 +59,7 @@ def _write_spec(tmp_path, annotations, **extra):
         ([{"image_id": 0, "bbox": [10, 10, -3, 5]}], {}, r"x2 <= x1"),
         ([{"image_id": 0, "bbox": [10, 10, 8, 5]}], {"bbox_format": "xyxy"}, r"x2 <= x1"),
         ([{"image_id": 0, "bbox": [1, 1, 5, 5]}, {"image_id": 0, "bbox": [2, 2, 5, 5]}], {}, "2 annotations"),
-        ([{"image_id": 0, "bbox": [1, 1, 5]}], {}, "4 numbers"),
+        ([{"image_id": 0, "bbox": [1, 1, 5]}], {}, "4 finite numbers"),
         ([{"bbox": [1, 1, 5, 5]}], {}, "image_id"),
     ],
 )

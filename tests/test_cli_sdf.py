@@ -44,6 +44,25 @@ def test_sdf_on_a_mesh_file_and_on_a_grid_file(tmp_path, capsys):
     assert main(["sdf", str(tmp_path / "occ.npy"), "--sigma", "1", "--out", str(tmp_path / "b")]) == 0
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["mesh_metrics"] is None and report["shape"] == [16, 16, 16]
+    # the report says what was used: the grid's own resolution, not a --res it never had
+    assert report["res"] is None and report["input_kind"] == "grid" and report["repair"] is None
+
+
+def test_sdf_on_an_open_mesh_says_it_filled_the_hole(tmp_path, capsys):
+    import trimesh
+
+    box = load_mesh("box")
+    holed = trimesh.Trimesh(box.vertices, box.faces[2:], process=False)  # two triangles missing
+    path = tmp_path / "holed.ply"
+    holed.export(path)
+    out = tmp_path / "o"
+    argv = ["sdf", str(path), "--res", "24", "--sigma", "0.8", "--out", str(out), "--points", "2000"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "holed.ply is not watertight" in captured.err and "holed.ply is not watertight" in captured.out
+    repair = json.loads((out / "report.json").read_text())["repair"]
+    assert repair["input_watertight"] is False and repair["faces_added"] >= 1
+    assert "closed" in repair["note"]
 
 
 def _bad_inputs(tmp_path):

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from geo_rs.errors import UserError
 from keypoint.data.synth import CATEGORIES, SynthConfig, generate_dataset
@@ -96,39 +95,46 @@ def test_cklm_shapes(stages):
 
 
 def test_options_are_validated():
-    with pytest.raises(UserError, match="unknown option"):
+    with pytest.raises(UserError, match="'num_stage': unknown key"):
         parse_klpnet_options({"num_stage": 3})
     with pytest.raises(UserError, match="num_stages"):
         parse_klpnet_options({"num_stages": 0})
+    with pytest.raises(UserError, match="odd"):
+        parse_klpnet_options({"kernels": [7, 4, 3]})
 
 
 # ------------------------------------------------------------------------------- end-to-end tiny run
-def test_tiny_training_lowers_loss_and_roundtrips(tmp_path):
-    from keypoint.klpnet_train import (
-        draw_klpnet_prediction,
-        evaluate_klpnet,
-        load_klpnet_checkpoint,
-        resolve_klpnet_config,
-        train_klpnet,
-    )
-
+def _tiny(tmp_path, **train):
     cfg = SynthConfig(image_size=32, max_objects=2, min_scale=0.25, max_scale=0.35,
                       category_ids=(1, 2), num_distractors=(0, 1))
-    train = generate_dataset(8, seed=0, config=cfg)
-    val = generate_dataset(3, seed=50, config=cfg)
+    data = (generate_dataset(8, seed=0, config=cfg), generate_dataset(3, seed=50, config=cfg))
     config = {"name": "t", "out_dir": str(tmp_path / "run"),
-              "model": {"num_stages": 2, "width": 8, "cklm_channels": 8, "gae_hidden": 16, "gae_latent": 8,
-                        "context_levels": 1},
-              "train": {"epochs": 12, "batch_size": 4, "lr": 5e-3, "log_every": 1}}
-    summary = train_klpnet(config, resume=False, progress=False, data=(train, val))
+              "model": {"type": "klpnet", "num_stages": 2, "width": 8, "cklm_channels": 8, "gae_hidden": 16,
+                        "gae_latent": 8, "context_levels": 1},
+              "train": {"epochs": 12, "batch_size": 4, "lr": 5e-3, "log_every": 1, **train}}
+    return config, data
+
+
+def test_tiny_training_lowers_loss_and_roundtrips(tmp_path):
+    from keypoint.config import validate_keypoint_config
+    from keypoint.klpnet_eval import draw_klpnet_prediction, evaluate_klpnet
+    from keypoint.klpnet_train import load_klpnet_checkpoint, train_klpnet
+
+    config, (train, val) = _tiny(tmp_path)
+    summary = train_klpnet(config, quiet=True, data=(train, val))
     assert summary["final_loss"] < 0.7 * summary["first_loss"], summary
-    for key in ("lis_on", "lis_off"):
+    assert summary["epochs_run"] == 12 and summary["complete"]
+    for key in ("lis_on", "lis_off", "lis_feedback"):
         v = summary["val"][key]
         assert 0.0 <= v["pck"] <= 1.0 and v["objects"] > 0
+        # every labelled keypoint is correct, missing or wrong
+        assert v["pck"] + v["missing_rate"] + v["wrong_rate"] == pytest.approx(1.0, abs=1e-3)
+    assert summary["val"]["lis_off"]["relocalised"] == 0
+    assert summary["val"]["lis_feedback"]["missing_rate"] <= summary["val"]["lis_on"]["missing_rate"]
     assert (tmp_path / "run" / "loss.png").is_file() and (tmp_path / "run" / "metrics.json").is_file()
 
     model, ck = load_klpnet_checkpoint(tmp_path / "run" / "last.pt")
-    assert ck["config"] == resolve_klpnet_config(config)
+    assert ck["config"] == validate_keypoint_config(config).to_dict()
     assert bool(model.has_template[0])
     # the loaded model reproduces the evaluation
     again = evaluate_klpnet(model, val, alpha=0.1, lis=True)
@@ -142,67 +148,75 @@ def test_tiny_training_lowers_loss_and_roundtrips(tmp_path):
     png = draw_klpnet_prediction(val.samples[0].image, pred, tmp_path / "p.png", CATEGORIES)
     assert png.stat().st_size > 1000
     # resuming a finished run does not train again
-    s2 = train_klpnet(config, resume=True, progress=False, data=(train, val), evaluate_after=False)
-    assert s2["final_loss"] == summary["final_loss"]
-    _check_cli_hooks(tmp_path, val)
+    s2 = train_klpnet(config, quiet=True, data=(train, val), evaluate_after=False)
+    assert s2["final_loss"] == summary["final_loss"] and s2["resumed_from_step"] == summary["steps"]
+    _check_cli(tmp_path, val)
 
 
-def _check_cli_hooks(tmp_path, val):
-    """The functions `geo-rs keypoint eval|predict` dispatch to for KLPNet checkpoints."""
-    import argparse
+def _check_cli(tmp_path, val):
+    """`geo-rs keypoint eval|predict` on a KLPNet checkpoint."""
     import json
 
+    from geo_rs.cli import main
     from keypoint.data.coco import save_coco
-    from keypoint.klpnet_cli import cli_eval_klpnet, cli_predict_klpnet, is_klpnet_checkpoint
 
-    ckpt = tmp_path / "run" / "last.pt"
-    assert is_klpnet_checkpoint(ckpt) and not is_klpnet_checkpoint(tmp_path / "run" / "metrics.json")
+    ckpt = str(tmp_path / "run" / "last.pt")
     coco = save_coco(val, tmp_path / "coco")
-    ns = argparse.Namespace(checkpoint=str(ckpt), data=str(coco), out=str(tmp_path / "m.json"))
-    assert cli_eval_klpnet(ns) == 0
-    assert set(json.loads((tmp_path / "m.json").read_text())) == {"lis_off", "lis_on"}
-    img = tmp_path / "coco" / "images" / val.samples[0].file_name
-    ns = argparse.Namespace(image=str(img), checkpoint=str(ckpt), box=["2,2,20,20"], category="1",
-                            annotations=None, out=str(tmp_path / "pred.png"))
-    assert cli_predict_klpnet(ns) == 0 and (tmp_path / "pred.png").is_file()
-    ns.category = "auto"
-    with pytest.raises(UserError, match="--category"):
-        cli_predict_klpnet(ns)
-    ns.box, ns.out = [], str(tmp_path / "pred_det.png")  # the model's own detector
-    assert cli_predict_klpnet(ns) == 0 and (tmp_path / "pred_det.png").is_file()
+    assert main(["keypoint", "eval", ckpt, "--data", str(coco), "--out", str(tmp_path / "m.json")]) == 0
+    assert set(json.loads((tmp_path / "m.json").read_text())) == {"lis_off", "lis_on", "lis_feedback"}
+    img = str(tmp_path / "coco" / "images" / val.samples[0].file_name)
+    assert main(["keypoint", "predict", img, "--checkpoint", ckpt, "--box", "2,2,20,20", "--category", "1",
+                 "--out", str(tmp_path / "pred.png")]) == 0
+    assert (tmp_path / "pred.png").is_file()
+    assert main(["keypoint", "predict", img, "--checkpoint", ckpt, "--box", "2,2,20,20"]) == 2  # no category
+    # the model's own detector
+    det = str(tmp_path / "pred_det.png")
+    assert main(["keypoint", "predict", img, "--checkpoint", ckpt, "--out", det]) == 0
+    assert (tmp_path / "pred_det.png").is_file()
+
+
+def test_predict_with_no_detection_says_so(tmp_path, capsys):
+    from geo_rs.cli import main
+    from keypoint.klpnet_train import categories_to_list
+
+    net = KLPNet(CATEGORIES, {"width": 8, "context_levels": 1, "detector_threshold": 0.99})
+    torch.save({"format": "geo-rs-klpnet/2", "categories": categories_to_list(CATEGORIES),
+                "model_config": net.config, "state_dict": net.state_dict()}, tmp_path / "k.pt")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "blank.png")
+    capsys.readouterr()
+    assert main(["keypoint", "predict", str(tmp_path / "blank.png"), "--checkpoint", str(tmp_path / "k.pt"),
+                 "--out", str(tmp_path / "o.png")]) == 0
+    captured = capsys.readouterr()
+    assert "no objects" in captured.err and '"objects": []' in captured.out
+    assert (tmp_path / "o.png").stat().st_size > 1000
 
 
 def test_checkpoint_errors(tmp_path):
-    from keypoint.klpnet_train import load_klpnet_checkpoint, resolve_klpnet_config
+    from keypoint.config import load_keypoint_config, validate_keypoint_config
+    from keypoint.klpnet_train import categories_to_list, load_klpnet_checkpoint
 
     with pytest.raises(UserError, match="not found"):
         load_klpnet_checkpoint(tmp_path / "missing.pt")
-    torch.save({"format": "geo-rs-keypoint/1"}, tmp_path / "other.pt")
+    torch.save({"format": "geo-rs-keypoint/2"}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a KLPNet checkpoint"):
         load_klpnet_checkpoint(tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(UserError, match="not a readable"):
         load_klpnet_checkpoint(tmp_path / "junk.pt")
     # a checkpoint whose weights were saved for another width fails clearly
-    from keypoint.klpnet_train import _categories_to_list
-
     small = KLPNet(CATEGORIES, {"width": 8})
-    torch.save({"format": "geo-rs-klpnet/1", "categories": _categories_to_list(CATEGORIES),
+    torch.save({"format": "geo-rs-klpnet/2", "categories": categories_to_list(CATEGORIES),
                 "model_config": {**small.config, "width": 16}, "state_dict": small.state_dict()},
                tmp_path / "bad.pt")
     with pytest.raises(UserError, match="do not fit"):
         load_klpnet_checkpoint(tmp_path / "bad.pt")
-    with pytest.raises(UserError, match="unknown field"):
-        resolve_klpnet_config({"trian": {}})
+    with pytest.raises(UserError, match="'trian': unknown key"):
+        validate_keypoint_config({"model": {"type": "klpnet"}, "trian": {}})
     with pytest.raises(UserError, match="eval.boxes"):
-        resolve_klpnet_config({"eval": {"boxes": "oracle"}})
-    from keypoint.klpnet_cli import is_klpnet_config
-
-    (tmp_path / "k.yaml").write_text("model: {type: klpnet, num_stages: 2}\n")
-    (tmp_path / "a.yaml").write_text("model: {type: adaanchor}\n")
-    assert is_klpnet_config(tmp_path / "k.yaml") and not is_klpnet_config(tmp_path / "a.yaml")
-    assert not is_klpnet_config(tmp_path / "missing.yaml")
-    for name in ("klpnet", "klpnet_s1", "klpnet_s2"):  # the shipped configs resolve
+        validate_keypoint_config({"model": {"type": "klpnet"}, "eval": {"boxes": "oracle"}})
+    for name in ("klpnet", "klpnet_s1", "klpnet_s2"):  # the shipped configs validate
         path = Path(__file__).resolve().parents[1] / "configs" / "keypoint" / f"{name}.yaml"
-        cfg = resolve_klpnet_config(yaml.safe_load(path.read_text()))
-        assert cfg["model"]["num_stages"] == {"klpnet": 3, "klpnet_s1": 1, "klpnet_s2": 2}[name]
+        cfg = load_keypoint_config(path)
+        assert cfg.model.num_stages == {"klpnet": 3, "klpnet_s1": 1, "klpnet_s2": 2}[name]

@@ -9,6 +9,7 @@ from keypoint.instability import (
     fit_templates,
     group_nodes_lis,
     group_nodes_naive,
+    relocalise_missing,
 )
 
 SQUARE = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
@@ -107,3 +108,46 @@ def test_grouping_input_errors():
         group_nodes_lis(nodes, scores, boxes, logp[:, :, :3], [4, 4])
     with pytest.raises(UserError, match="num_keypoints"):
         group_nodes_naive(nodes, scores, boxes, logp, [4])
+
+
+# ------------------------------------------------------------------------------ LIS feedback to CKLM
+def _square_object():
+    """A 4-keypoint object (square, side 16 px) with its last slot empty; map stride 4 on a 16×16 map."""
+    tpl = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    kp = np.array([[20.0, 20.0], [36.0, 20.0], [36.0, 36.0], [np.nan, np.nan]])
+    return tpl, kp, np.array([0.9, 0.9, 0.9, 0.0]), np.array([[18.0, 18.0, 20.0, 20.0]])
+
+
+def test_feedback_relocalises_an_empty_slot_from_a_weak_peak():
+    tpl, kp, sc, box = _square_object()
+    heat = np.zeros((16, 16))
+    offsets = np.zeros((2, 16, 16))
+    # expected position of slot 3: (20, 36) px → cell ((20 + .5)/4 − .5, (36 + .5)/4 − .5) = (4.625, 8.625)
+    heat[9, 5] = 0.1  # a peak too weak to be a node (peak_threshold 0.2), next to the expected cell
+    offsets[:, 9, 5] = [-0.25, 0.5]  # sub-cell offset from the offset map
+    heat[2, 13] = 0.95  # a strong response far from the expected position: not taken
+    new_kp, new_sc, moved = relocalise_missing(heat, offsets, 4, [kp], [sc], [tpl], box, radius=0.2,
+                                               min_score=0.05)
+    assert moved[0].tolist() == [False, False, False, True]
+    cell = np.array([5 - 0.25, 9 + 0.5])
+    assert new_kp[0][3] == pytest.approx((cell + 0.5) * 4 - 0.5)
+    assert new_sc[0][3] == pytest.approx(0.1)
+    assert np.array_equal(new_kp[0][:3], kp[:3]) and np.isnan(kp[3]).all()  # inputs untouched
+
+
+def test_feedback_leaves_a_slot_empty_without_support():
+    tpl, kp, sc, box = _square_object()
+    heat = np.zeros((16, 16))
+    heat[9, 5] = 0.03  # below min_score
+    offsets = np.zeros((2, 16, 16))
+    _, _, moved = relocalise_missing(heat, offsets, 4, [kp], [sc], [tpl], box, radius=0.2,
+                                     min_score=0.05)
+    assert not moved[0].any()
+    _, _, moved = relocalise_missing(heat + 0.5, offsets, 4, [kp], [sc], [None], box)  # no template
+    assert not moved[0].any()
+    # the only support is next to an assigned keypoint (a cell another slot already uses): not reused
+    heat = np.zeros((16, 16))
+    heat[5, 5] = 0.9  # keypoint 0 at (20, 20) px sits at cell (4.625, 4.625): its neighbourhood
+    _, _, moved = relocalise_missing(heat, offsets, 4, [kp], [sc], [tpl], box, radius=2.0,
+                                     min_score=0.05)
+    assert not moved[0].any()

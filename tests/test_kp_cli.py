@@ -76,10 +76,10 @@ def test_bad_config_and_predict_inputs(trained, capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {type: adaanchor\n")
     assert main(["keypoint", "train", str(bad)]) == 2
-    assert "invalid YAML" in capsys.readouterr().err
+    assert "malformed YAML" in capsys.readouterr().err
     bad.write_text("trian: {epochs: 1}\n")
     assert main(["keypoint", "train", str(bad)]) == 2
-    assert "unknown field 'trian'" in capsys.readouterr().err
+    assert "key 'trian': unknown key" in capsys.readouterr().err
     not_image = tmp_path / "x.png"
     not_image.write_text("hello")
     assert main(["keypoint", "predict", str(not_image), "--checkpoint", str(ckpt)]) == 2

@@ -7,6 +7,7 @@ import pytest
 from geo_rs.errors import UserError
 from keypoint.data import (
     CATEGORIES,
+    PRESETS,
     KeypointCropDataset,
     KeypointImageDataset,
     KeypointLayout,
@@ -133,7 +134,27 @@ def test_crop_affine_round_trip_and_crop_dataset_items():
 def test_synth_config_rejects_bad_values():
     with pytest.raises(UserError, match="occlusion_rate"):
         SynthConfig.from_dict({"occlusion_rate": 1.5})
-    with pytest.raises(UserError, match="unknown synth config"):
+    with pytest.raises(UserError, match="'colour': unknown key"):
         SynthConfig.from_dict({"colour": 1})
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="'image_size'.*valid integer"):
+        SynthConfig.from_dict({"image_size": 64.5})
+    with pytest.raises(UserError, match="occluder_size"):
+        SynthConfig.from_dict({"occluder_size": [0.5, 0.2]})
+    with pytest.raises(ValueError, match="min_objects"):  # direct construction: pydantic's ValueError
         generate_sample(0, SynthConfig(min_objects=3, max_objects=2))
+
+
+def test_coco_like_preset_labels_nothing_outside_and_hides_more():
+    base = SynthConfig(image_size=64, occlusion_rate=1.0, truncation_rate=0.6, max_objects=2)
+    coco = SynthConfig.from_dict({**base.to_dict(), **PRESETS["coco-like"]})
+    n_out_labelled, n_out_coco, hidden_base, hidden_coco = 0, 0, 0, 0
+    for b, c in zip(generate_dataset(24, 3, base).samples, generate_dataset(24, 3, coco).samples):
+        for ab, ac in zip(b.annotations, c.annotations):
+            kp = ab.keypoints
+            outside = (kp < -0.5).any(1) | (kp >= 63.5).any(1)
+            n_out_labelled += int((ab.visibility[outside] > 0).sum())
+            n_out_coco += int((ac.visibility[outside] > 0).sum())
+            hidden_base += int(((ab.visibility == 1) & ~outside).sum())
+            hidden_coco += int(((ac.visibility == 1) & ~outside).sum())
+    assert n_out_labelled > 0 and n_out_coco == 0  # same geometry; COCO leaves outside keypoints unlabelled
+    assert hidden_coco > 1.3 * hidden_base  # larger occluders hide more keypoints inside the image

@@ -43,11 +43,23 @@ def test_voxelgrid_index_convention_and_trilinear_sampling():
     torch.testing.assert_close(g.sample(pts), ref, rtol=0, atol=1e-10)
 
 
-def test_voxelgrid_fill_outside_and_gradients():
+def test_voxelgrid_outside_is_nan_or_an_error_never_a_distance():
     g = _linear_grid()
-    pts = torch.tensor([[1.01, 0, 0], [0, -1.2, 0], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    out = g.sample(pts, fill=-7.0)
+    nan = float("nan")
+    pts = torch.tensor([[1.01, 0, 0], [0, -1.2, 0], [0.0, 0.0, 0.0], [nan, 0, 0]], dtype=torch.float64)
+    out = g.sample(pts)  # default: NaN outside (0 would read as "on the surface" of an SDF)
+    assert torch.isnan(out[[0, 1, 3]]).all() and out[2].item() == pytest.approx(1.0)
+    out = g.sample(pts, fill=-7.0)  # a sentinel the caller chose
     assert out.tolist()[:2] == [-7.0, -7.0] and out[2].item() == pytest.approx(1.0)
+    with pytest.raises(UserError, match=r"3 of 4 points lie outside the grid \(first \[1.01, 0.0, 0.0\]"):
+        g.sample(pts, outside="raise")
+    assert g.sample(pts[2:3], outside="raise").item() == pytest.approx(1.0)
+    with pytest.raises(UserError, match="outside must be one of"):
+        g.sample(pts, outside="clamp")
+
+
+def test_voxelgrid_gradients():
+    g = _linear_grid()
     vals = g.values.clone().requires_grad_()
     pts = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64, requires_grad=True)
     VoxelGrid(vals, g.origin, g.voxel_size).sample(pts).sum().backward()
@@ -173,14 +185,30 @@ def test_extract_mesh_world_coordinates_and_outward_normals():
     assert m2.volume > 0
 
 
+def test_extract_mesh_keeps_float32_and_matches_scikit_image():
+    from skimage.measure import marching_cubes
+
+    grid, _ = _ball_sdf_grid(n=21)
+    g32 = grid.to(dtype=torch.float32)
+    m = extract_mesh(g32, 0.0)
+    h = g32.voxel_size
+    verts, faces, _, _ = marching_cubes(g32.values.numpy(), 0.0, spacing=(h, h, h),
+                                        gradient_direction="ascent", allow_degenerate=False)
+    np.testing.assert_allclose(m.vertices, verts + g32.origin.double().numpy(), atol=1e-6)
+    np.testing.assert_array_equal(m.faces, faces)
+    assert m.is_watertight and m.volume > 0
+
+
 def test_extract_mesh_errors():
     grid, _ = _ball_sdf_grid(n=9)
     with pytest.raises(UserError, match="no surface"):
         extract_mesh(grid.with_values(torch.ones(grid.shape, dtype=torch.float64)), 0.0)
     vals = grid.values.clone()
-    vals[0, 0, 0] = float("nan")
-    with pytest.raises(UserError, match="NaN"):
+    vals[0, 1, 2] = float("nan")
+    with pytest.raises(UserError, match=r"grid values contains 1 NaN/inf value\(s\) \(first at index \(0, 1"):
         extract_mesh(grid.with_values(vals), 0.0)
+    with pytest.raises(UserError, match="level"):
+        extract_mesh(grid, float("nan"))
 
 
 # ------------------------------------------------------------------------------------ mesh metrics
@@ -200,6 +228,29 @@ def test_mesh_metrics_identity_and_known_offset():
     assert m["fscore_threshold"] == pytest.approx(0.01 * math.sqrt(12), rel=1e-3)  # 1% of bbox diagonal
     assert m["fscore"] < 0.05 and m["normal_consistency"] > 0.99
     assert mesh_metrics(b, a, n_points=5000, seed=0) == m  # seeded
+    assert mesh_metrics(b, a, n_points=5000, seed=0, workers=1) == m  # and independent of the threads
+
+
+def test_mesh_metrics_honours_the_callers_thread_setting(monkeypatch):
+    import scipy.spatial
+
+    seen = []
+
+    class Spy(scipy.spatial.cKDTree):
+        def query(self, x, *args, **kw):
+            seen.append(kw.get("workers"))
+            return super().query(x, *args, **kw)
+
+    monkeypatch.setattr(scipy.spatial, "cKDTree", Spy)
+    a = trimesh.creation.icosphere(subdivisions=2)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        mesh_metrics(a, a, n_points=500)
+        mesh_metrics(a, a, n_points=500, workers=2)
+    finally:
+        torch.set_num_threads(n)
+    assert seen == [1, 1, 2, 2]
 
 
 # ------------------------------------------------------------------------------------------- plots

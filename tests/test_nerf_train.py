@@ -70,6 +70,10 @@ def test_cli_train_outputs_and_extract_mesh(scene, tmp_path, capsys):
     for name in ("mesh.ply", "sdf_slices.png", "renders/r_0.png", "renders/r_0_depth.png", "checkpoint.pt"):
         assert (out / name).exists(), name
     assert "results in" in capsys.readouterr().out
+    from PIL import Image
+
+    width, height = Image.open(out / "renders" / "r_0_compare.png").size
+    assert width >= 900 and height >= 300  # three labelled panels of >= 300 px and a colour bar
 
     ext = tmp_path / "ext"
     assert main(["nerf", "extract-mesh", str(out / "checkpoint.pt"), "--out", str(ext)]) == 0
@@ -81,6 +85,45 @@ def test_cli_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: lego\nno_such_key: 3\n")
     assert main(["nerf", "train", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown key(s) no_such_key" in capsys.readouterr().err
+    assert "bad.yaml: key 'no_such_key': unknown key" in capsys.readouterr().err
     assert main(["nerf", "extract-mesh", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_occgrid_estimator_training_lowers_loss(scene, tmp_path):
+    # The CUDA path: nerfacc's OccGridEstimator (packed samples, empty-space skipping); scripts/gpu_check.sh
+    cfg = load_config(None, data=str(scene), steps=80, **TINY)
+    trainer = Trainer(cfg, tmp_path, device="cuda", quiet=True)
+    assert trainer.renderer == "occgrid", "nerfacc's CUDA extension did not load (nvcc/ninja?)"
+    losses = [trainer.train_step()["loss"] for _ in range(cfg.steps)]
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
+    report = trainer.finalize()
+    assert report["renderer"] == "nerfacc OccGridEstimator" and report["device"].startswith("cuda")
+    assert report["test_psnr"] > 10
+
+
+def test_sigma_schedule_goes_coarse_to_fine_and_outputs_use_the_final_sigma(scene, tmp_path):
+    cfg = load_config(None, data=str(scene), steps=10, sigma_vox=0.5, sigma_start_vox=4.0, sigma_ramp=0.5,
+                      **TINY)
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    voxel = trainer.final_voxel
+    sigmas = [trainer.sigma_at(p / 10) for p in range(11)]
+    assert sigmas[0] == pytest.approx(4.0 * voxel) and sigmas[5] == pytest.approx(0.5 * voxel)
+    assert all(a >= b for a, b in zip(sigmas, sigmas[1:])) and sigmas[-1] == pytest.approx(0.5 * voxel)
+    geo = trainer.field.geometry
+    trainer.train_step()
+    assert geo.sigma_world > geo.sigma_final == pytest.approx(0.5 * voxel)
+    # mid-training, the mesh's level field is still the weak SDF at the final σ, not the training σ
+    import geo_rs
+
+    ref = geo_rs.weak_sdf(geo.occupancy_grid().detach(), geo.sigma_final / geo.spec.voxel, geo.spec.voxel)
+    torch.testing.assert_close(geo.level_grid().detach(), ref)
+    assert not torch.allclose(geo.sdf_grid().detach(), ref)
+    trainer.run()
+    assert trainer.field.geometry.sigma_world == pytest.approx(geo.sigma_final)
+    report = trainer.finalize()
+    assert report["sigma_world"] == pytest.approx(0.5 * voxel) == report["sigma_world_rendered"]
+    assert report["capture"]["normalization"]["method"] == "none"
+    with pytest.raises(Exception, match="sigma_start_vox"):
+        load_config(None, sigma_vox=1.0, sigma_start_vox=0.5)

@@ -184,3 +184,31 @@ def test_bad_input_is_a_user_error():
         weak_sdf(torch.zeros(4, 4, 4), 1.0, 0.0)
     with pytest.raises(UserError, match="sigma"):
         weak_sdf(torch.zeros(4, 4, 4), -1.0, 0.1)
+
+
+def test_certified_sdf_at_a_nan_point_is_nan():
+    g = VoxelGrid(torch.linspace(-1, 1, 27, dtype=torch.float64).reshape(3, 3, 3), (0, 0, 0), 1.0)
+    out = certified_sdf_at(g, torch.tensor([[0.2, 0.1, 0.0], [float("nan"), 0, 0], [float("inf"), 0, 0]],
+                                            dtype=torch.float64))
+    assert torch.isfinite(out[0]) and torch.isnan(out[1:]).all()
+
+
+def test_weak_sdf_unchecked_still_refuses_nan():
+    occ = torch.zeros(6, 6, 6)
+    occ[1, 2, 3] = float("nan")
+    with pytest.raises(UserError, match=r"NaN/inf value\(s\) \(first at index \(1, 2, 3\)"):
+        weak_sdf(occ, 1.0, 0.1, check=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_weak_sdf_matches_cpu_and_extracts_a_mesh():
+    from geo_rs import extract_mesh
+
+    occ = torch.zeros(40, 40, 40)
+    occ[10:30, 12:28, 8:32] = 1
+    cpu = weak_sdf(occ, 1.5, 0.05)
+    gpu = weak_sdf(occ.cuda(), 1.5, 0.05)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-5)
+    mesh = extract_mesh(VoxelGrid(gpu, (0, 0, 0), 0.05), 0.0)
+    assert mesh.is_watertight and mesh.volume > 0

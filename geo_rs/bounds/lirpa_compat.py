@@ -13,6 +13,18 @@ and is idempotent (applying it twice changes nothing):
 4. ``BoundedModule._named_members`` overrides torch's method without the ``remove_duplicate`` keyword that
    ``nn.Module.named_parameters`` now passes: we wrap it to accept (and honour) the keyword.
 
+One bug fix (not a version issue): ``BoundReshape.bound_backward`` assumes that a dense (non-sparse)
+``Patches`` object arriving at a reshape has 9 dimensions, but a conv in patches mode hands it the
+ordinary 7-dimensional form whenever all neurons of a layer are bounded (Sigmoid/Tanh after a conv, the
+fused first layer under brightness/contrast): ``IndexError: tuple index out of range``. We convert such
+patches to the equivalent dense matrix (``Patches.to_matrix``, auto_LiRPA's own conversion) and reshape
+that, which is what the method does for every other input; the other cases are left to the original.
+
+One speed-up: ``BoundTanh.precompute_relaxation`` (also used by ``BoundSigmoid``) rebuilds a 50,000-point
+table of tangent points by bisection for every Sigmoid/Tanh node of every bounded module (~0.25 s each).
+The table depends only on the function, the range, the dtype and the device, so it is memoised on those
+(pure math: no model state is shared between bounded modules).
+
 Use :func:`auto_lirpa` to get the patched module; never ``import auto_LiRPA`` elsewhere.
 """
 
@@ -84,6 +96,61 @@ def _patch_named_members(bound_general: ModuleType) -> None:
     cls._named_members = _named_members
 
 
+def _patch_reshape_patches() -> None:
+    from auto_LiRPA.operators.shape import BoundReshape
+    from auto_LiRPA.patches import Patches
+
+    if getattr(BoundReshape.bound_backward, "_geo_rs_patched", False):
+        return
+    original = BoundReshape.bound_backward
+
+    def _dense(node, A):
+        """``A`` as a dense ``(spec, batch, *input_shape[1:])`` matrix, or None if the original handles it."""
+        if not isinstance(A, Patches) or A.unstable_idx is not None or A.patches.ndim != 7:
+            return None
+        m = A.to_matrix(node.output_shape)  # (batch, spec, C, H, W)
+        return m.transpose(0, 1).reshape(m.shape[1], m.shape[0], *node.input_shape[1:])
+
+    @functools.wraps(original)
+    def bound_backward(self, last_lA, last_uA, x, shape):
+        lA, uA = _dense(self, last_lA), _dense(self, last_uA)
+        if lA is None and uA is None:
+            return original(self, last_lA, last_uA, x, shape)
+        rest_l = None if lA is not None else last_lA
+        rest_u = None if uA is not None else last_uA
+        if rest_l is not None or rest_u is not None:
+            (ol, ou), _ = original(self, rest_l, rest_u, x, shape)[0]
+            lA = ol if lA is None else lA
+            uA = ou if uA is None else uA
+        return [(lA, uA), (None, None)], 0, 0
+
+    bound_backward._geo_rs_patched = True  # type: ignore[attr-defined]
+    BoundReshape.bound_backward = bound_backward
+
+
+def _memoise_s_shape_tables() -> None:
+    import torch
+    from auto_LiRPA.operators.activation import BoundTanh
+
+    if getattr(BoundTanh.precompute_relaxation, "_geo_rs_patched", False):
+        return
+    original = BoundTanh.precompute_relaxation
+    tables: dict = {}
+
+    @functools.wraps(original)
+    def precompute_relaxation(self, name, func, dfunc, x_limit=500):
+        key = (name, x_limit, torch.get_default_dtype(), str(self.device))
+        if key not in tables:
+            original(self, name, func, dfunc, x_limit)
+            tables[key] = (self.x_limit, self.step_pre, self.num_points_pre, self.d_lower, self.d_upper)
+        x_lim, step, n_points, d_lower, d_upper = tables[key]
+        self.x_limit, self.step_pre, self.num_points_pre = x_lim, step, n_points
+        self.d_lower, self.d_upper = d_lower.clone(), d_upper.clone()
+
+    precompute_relaxation._geo_rs_patched = True  # type: ignore[attr-defined]
+    BoundTanh.precompute_relaxation = precompute_relaxation
+
+
 @functools.lru_cache(maxsize=1)
 def auto_lirpa() -> ModuleType:
     """Return the ``auto_LiRPA`` module, importing it (once) after applying the compatibility patches."""
@@ -95,6 +162,8 @@ def auto_lirpa() -> ModuleType:
     from auto_LiRPA import bound_general
 
     _patch_named_members(bound_general)
+    _patch_reshape_patches()
+    _memoise_s_shape_tables()
     # auto_LiRPA logs every graph build at INFO/WARNING level; keep library chatter out of user output.
     logging.getLogger("auto_LiRPA").setLevel(logging.ERROR)
     return module

@@ -4,37 +4,36 @@
     geo-rs box verify --model runs/box/mnist_box.pt --perturbation noise brightness contrast \\
         --method IBP CROWN-IBP CROWN --extension vanilla optimal --images 40 --out runs/box/study
     geo-rs box verify --model-factory mypkg.models:runway_net --weights w.pt --data DIR ...
+    geo-rs box verify ... --workers 4 --cluster tcp://scheduler:8786     # on a Dask cluster
     geo-rs box report runs/box/study
     geo-rs box export-mnist --images 100 --out runs/box/mnist_coco   # a COCO-style folder
 
 ``--eps`` takes values (``0 0.001 0.002``) or a grid ``start:stop:steps`` (``0:0.002:11``); without it
 each perturbation uses the paper's grid. ``--config configs/box.yaml`` supplies defaults for any flag
-not given on the command line.
+not given on the command line (its ``train`` and ``verify`` sections follow :class:`BoxConfig`).
+Nothing here imports torch until a command runs, so ``geo-rs box --help`` starts fast.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 from pathlib import Path
 
-import numpy as np
+from pydantic import field_validator
 
 from geo_rs import UserError
+from geo_rs.config import Schema, field_help, load_config, setting
 
-from .verify import EXTENSIONS, METHODS, PAPER_EPS, PERTURBATIONS
+from .verify import EXTENSIONS, METHODS, PERTURBATIONS
 
-_TRAIN_DEFAULTS = {"out": "runs/box/mnist_box.pt", "epochs": 10, "n_train": 4000, "batch_size": 64,
-                   "lr": 1e-3, "seed": 0, "n_eval": 500, "threads": 0}
-_VERIFY_DEFAULTS = {"data": "mnist", "images": 40, "seed": 0, "perturbation": list(PERTURBATIONS),
-                    "eps": None, "method": ["IBP", "CROWN-IBP", "CROWN"], "extension": list(EXTENSIONS),
-                    "threshold": 0.5, "workers": 2, "out": "runs/box/verify"}
+DEFAULT_WEIGHTS = "runs/box/mnist_box.pt"
 
 
 def parse_eps(values: list[str] | None) -> list[float] | None:
     """``["0", "0.001"]`` -> floats; ``["0:0.002:11"]`` -> 11 evenly spaced values. Negative -> UserError."""
     if values is None:
         return None
+    import numpy as np
+
     out: list[float] = []
     for v in values:
         for part in str(v).replace(",", " ").split():
@@ -56,42 +55,93 @@ def parse_eps(values: list[str] | None) -> list[float] | None:
     return out
 
 
-def _with_config(args: argparse.Namespace, section: str, defaults: dict) -> dict:
-    """Flag value if given, else the YAML config's ``section`` value, else the built-in default."""
-    cfg: dict = {}
-    if getattr(args, "config", None):
-        import yaml
+# --------------------------------------------------------------------------- the config schema
+def _known(kind: str, values: list[str], choices: tuple[str, ...]) -> list[str]:
+    for v in values:
+        if v not in choices:
+            raise ValueError(f"unknown {kind} {v!r}; choose from {', '.join(choices)}")
+    return values
 
-        path = Path(args.config)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict) or not isinstance(loaded.get(section, {}), dict):
-            raise UserError(f"{path}: expected a mapping with a '{section}' section")
-        cfg = loaded.get(section, {}) or {}
-        unknown = set(cfg) - set(defaults)
-        if unknown:
-            raise UserError(f"{path}: unknown key(s) in '{section}': {', '.join(sorted(unknown))}")
-    merged = {}
-    for key, default in defaults.items():
-        value = getattr(args, key, None)
-        merged[key] = value if value is not None else cfg.get(key, default)
-    return merged
+
+class BoxTrainSection(Schema):
+    """Defaults of ``geo-rs box train`` (the ``train`` section of a box config)."""
+
+    out: str = setting(DEFAULT_WEIGHTS, "weights path (.pt; metadata goes to the .json beside it)", "file")
+    epochs: int = setting(10, "passes over the training canvases", "epochs", ge=1)
+    n_train: int = setting(4000, "canvases per epoch (positions re-drawn every epoch)", "canvases", ge=1)
+    batch_size: int = setting(64, "canvases per optimisation step", "canvases", ge=1)
+    lr: float = setting(1e-3, "learning rate of Adam (cosine decay)", "1/step", gt=0)
+    seed: int = setting(0, "seed of the initialisation and the canvases", ge=0)
+    n_eval: int = setting(500, "held-out canvases for the reported mean IoU", "canvases", ge=1)
+    threads: int = setting(0, "torch threads (0: torch's default)", "threads", ge=0)
+
+
+class BoxVerifySection(Schema):
+    """Defaults of ``geo-rs box verify`` (the ``verify`` section of a box config)."""
+
+    data: str = setting("mnist", "'mnist' (held-out canvases) or a COCO-style folder with annotations.json")
+    images: int = setting(40, "number of images (the first N)", "images", ge=1)
+    seed: int = setting(0, "seed of the MNIST canvases", ge=0)
+    perturbation: list[str] = setting(list(PERTURBATIONS),
+                                      f"perturbations: any of {', '.join(PERTURBATIONS)}", min_length=1)
+    eps: list[float] | str | None = setting(
+        None, "ε values, or a grid start:stop:steps (none: the paper's 11-step grids)", "pixel intensity")
+    method: list[str] = setting(["IBP", "CROWN-IBP", "CROWN"], f"bound methods: any of {', '.join(METHODS)}",
+                                min_length=1)
+    extension: list[str] = setting(list(EXTENSIONS), f"IoU extensions: any of {', '.join(EXTENSIONS)}",
+                                   min_length=1)
+    threshold: float = setting(0.5, "IoU threshold t of a stable box", "IoU", ge=0, le=1)
+    workers: int = setting(2, "worker processes (1: in this process)", "processes", ge=1)
+    cluster: str | None = setting(None, "Dask scheduler address or 'local' (none: $GEO_RS_CLUSTER, else the "
+                                        "local pool)")
+    out: str = setting("runs/box/verify", "run folder (finished units are resumed)", "folder")
+
+    @field_validator("perturbation")
+    @classmethod
+    def _perturbations(cls, v: list[str]) -> list[str]:
+        return _known("perturbation", v, PERTURBATIONS)
+
+    @field_validator("method")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        return _known("method", v, METHODS)
+
+    @field_validator("extension")
+    @classmethod
+    def _extensions(cls, v: list[str]) -> list[str]:
+        return _known("extension", v, EXTENSIONS)
+
+
+class BoxConfig(Schema):
+    """A box config file (e.g. ``configs/box.yaml``): defaults for ``box train`` and ``box verify``."""
+
+    train: BoxTrainSection = setting(BoxTrainSection(), "defaults of `geo-rs box train`")
+    verify: BoxVerifySection = setting(BoxVerifySection(), "defaults of `geo-rs box verify`")
+
+
+def _section(args: argparse.Namespace, name: str, schema: type[Schema]):
+    """The ``name`` section: built-in defaults < the --config file < flags given on the command line."""
+    overrides = {f"{name}.{k}": getattr(args, k, None) for k in schema.model_fields}
+    if name == "verify" and args.eps is not None:
+        overrides["verify.eps"] = parse_eps(args.eps)
+    flags = {f"{name}.{k}": f"--{k.replace('_', '-')}" for k in schema.model_fields}
+    return getattr(load_config(BoxConfig, args.config, overrides, flags), name)
 
 
 # --------------------------------------------------------------------------- handlers
 def _train(args: argparse.Namespace) -> int:
+    from geo_rs.atomic import write_json
+
     from .model import save_detector
     from .train import TrainConfig, train_box_detector
 
-    o = _with_config(args, "train", _TRAIN_DEFAULTS)
-    config = TrainConfig(n_train=int(o["n_train"]), epochs=int(o["epochs"]),
-                         batch_size=int(o["batch_size"]), lr=float(o["lr"]), seed=int(o["seed"]),
-                         n_eval=int(o["n_eval"]), threads=int(o["threads"]))
+    o = _section(args, "train", BoxTrainSection)
+    config = TrainConfig(n_train=o.n_train, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, seed=o.seed,
+                         n_eval=o.n_eval, threads=o.threads)
     model, report = train_box_detector(config, progress=not args.quiet)
-    path = save_detector(model, o["out"], heldout=report["heldout"], train_config=report["config"],
+    path = save_detector(model, o.out, heldout=report["heldout"], train_config=report["config"],
                          train_seconds=round(report["train_seconds"], 1))
-    Path(path).with_name(Path(path).stem + "_train_report.json").write_text(json.dumps(report, indent=1))
+    write_json(Path(path).with_name(Path(path).stem + "_train_report.json"), report, indent=1)
     h = report["heldout"]
     print(f"saved {path} (+ .json metadata); held-out mean IoU {h['mean_iou']:.4f} on {h['n']} canvases, "
           f"IoU>=0.5 for {100 * h['frac_iou_ge_0.5']:.1f}%; {report['train_seconds']:.0f} s")
@@ -99,73 +149,67 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace):
-    import torch
+    from geo_rs.smooth_model import build_model, model_source
 
     from .model import load_detector
 
     if args.model and args.model_factory:
         raise UserError("give either --model (geo-rs weights) or --model-factory, not both")
+    if args.weights and not args.model_factory:
+        raise UserError("--weights goes with --model-factory (for --model, the weights are the file itself)")
     if args.model_factory:
-        mod_name, _, fn_name = args.model_factory.partition(":")
-        if not fn_name:
-            raise UserError(
-                f"--model-factory must look like 'package.module:function', got {args.model_factory!r}"
-            )
-        try:
-            factory = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"--model-factory {args.model_factory}: {exc}") from None
-        model = factory()
-        if not isinstance(model, torch.nn.Module):
-            raise UserError(
-                f"--model-factory {args.model_factory} returned {type(model).__name__}, not an nn.Module"
-            )
-        if args.weights:
-            if not Path(args.weights).is_file():
-                raise UserError(f"{args.weights}: weights file not found")
-            try:
-                model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-            except RuntimeError as exc:
-                raise UserError(f"{args.weights}: {str(exc).strip().splitlines()[0]}") from None
-        return model.eval(), {"factory": args.model_factory, "weights": args.weights}
-    path = args.model or "runs/box/mnist_box.pt"
+        model = build_model(model_source(factory=args.model_factory, weights=args.weights), "cpu")
+        return model, {"factory": args.model_factory, "weights": args.weights}
+    path = args.model or DEFAULT_WEIGHTS
     model, meta = load_detector(path)
     return model, {"weights": str(path), **meta}
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _eps_grid(o: BoxVerifySection) -> dict[str, list[float]]:
+    from .verify import PAPER_EPS
+
+    if o.eps is None:
+        return {p: PAPER_EPS[p] for p in o.perturbation}
+    values = parse_eps([o.eps] if isinstance(o.eps, str) else [repr(float(e)) for e in o.eps])
+    return {p: values for p in o.perturbation}
+
+
+def _load_data(o: BoxVerifySection):
     from .data import load_coco_folder, mnist_canvas
+
+    if o.data == "mnist":
+        images, boxes, _ = mnist_canvas(o.images, "test", seed=o.seed)
+        return list(images), boxes
+    folder = Path(o.data)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise UserError(f"--data {folder} {what}; give 'mnist' or a COCO-style folder with annotations.json")
+    images, boxes = load_coco_folder(folder)
+    return images[: o.images], boxes[: o.images]
+
+
+def _verify(args: argparse.Namespace) -> int:
     from .report import write_report
     from .verify import VerifyConfig, run_verification
 
-    o = _with_config(args, "verify", _VERIFY_DEFAULTS)
-    eps_values = parse_eps(o["eps"] if isinstance(o["eps"], list) or o["eps"] is None else [str(o["eps"])])
-    perts = list(o["perturbation"])
-    for p in perts:
-        if p not in PERTURBATIONS:
-            raise UserError(f"--perturbation: unknown {p!r}; choose from {', '.join(PERTURBATIONS)}")
-    eps = {p: (eps_values if eps_values is not None else PAPER_EPS[p]) for p in perts}
-    config = VerifyConfig(perturbations=perts, eps=eps, methods=list(o["method"]),
-                          extensions=list(o["extension"]), threshold=float(o["threshold"]),
-                          workers=int(o["workers"]))
+    o = _section(args, "verify", BoxVerifySection)
+    config = VerifyConfig(perturbations=list(o.perturbation), eps=_eps_grid(o), methods=list(o.method),
+                          extensions=list(o.extension), threshold=o.threshold, workers=o.workers)
     config.validate()  # before the (slow) model and data loading
-    n = int(o["images"])
-    if n < 1:
-        raise UserError(f"--images must be >= 1, got {n}")
     model, info = _load_model(args)
-    if o["data"] == "mnist":
-        images, boxes, _ = mnist_canvas(n, "test", seed=int(o["seed"]))
-        images = list(images)
-    else:
-        images, boxes = load_coco_folder(o["data"])
-        images, boxes = images[:n], boxes[:n]
-    results = run_verification(model, images, boxes, config, o["out"], progress=not args.quiet,
-                               model_info=info)
-    paths = write_report(o["out"])
+    images, boxes = _load_data(o)
+    results = run_verification(model, images, boxes, config, o.out, progress=not args.quiet,
+                               model_info=info, cluster=o.cluster, overwrite=args.overwrite)
+    paths = write_report(o.out)
     print(f"{results['n_images']} images, mean clean IoU {results['mean_clean_iou']:.4f}; "
           f"{results['computed_units']} units computed, {results['resumed_units']} resumed")
+    if results["unsupported"]:
+        first = results["unsupported"][0]
+        print(f"{len(results['unsupported'])} (image, method) pair(s) unsupported by the bound engine, "
+              f"counted as not certified; e.g. image {first['image']} with {first['method']}: "
+              f"{first['reason'][:160]}")
     print(paths["markdown"].read_text())
-    print(f"wrote {o['out']}/results.json, cba.md, cba.csv, fig_iou_envelope.png, fig_time.png")
+    print(f"wrote {o.out}/results.json, cba.md, cba.csv, fig_iou_envelope.png, fig_time.png")
     return 0
 
 
@@ -184,6 +228,10 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise UserError(f"--images must be >= 1, got {args.images}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
     images, boxes, _ = mnist_canvas(args.images, args.split, seed=args.seed)
     path = save_coco_folder(args.out, images, boxes)
     print(f"wrote {args.images} images and {path}")
@@ -191,53 +239,69 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parsers
+_CONFIG_HELP = ("YAML config with 'train' and 'verify' sections of defaults, e.g. configs/box.yaml "
+                "(default: none; flags given here win)")
+
+
+def _add(p: argparse.ArgumentParser, schema: type[Schema], name: str, **kwargs) -> None:
+    """An option whose help (with unit and default) comes from the schema field ``name``."""
+    p.add_argument(f"--{name.replace('_', '-')}", default=None, help=field_help(schema, name), **kwargs)
+
+
 def register(subparsers) -> None:
-    """Add ``box`` with sub-commands ``train``, ``verify``, ``report``, ``export-mnist``."""
+    """Add ``box`` with sub-commands ``train``, ``verify``, ``report``, ``export-mnist`` (no torch import)."""
     box = subparsers.add_parser("box", help="box detectors: train, verify IoU stability (IBP-IoU), report")
     sub = box.add_subparsers(dest="box_command", metavar="SUBCOMMAND")
     sub.required = True
 
     t = sub.add_parser("train", help="train the MNIST-canvas box regressor (CPU, minutes)")
-    t.add_argument("--out", help="weights path (.pt; metadata goes to the .json beside it)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--n-train", type=int, help="canvases per epoch")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--n-eval", type=int, help="held-out canvases for the reported mean IoU")
-    t.add_argument("--threads", type=int, help="torch threads (0: default)")
-    t.add_argument("--config", help="YAML with a 'train' section of defaults (e.g. configs/box.yaml)")
-    t.add_argument("--quiet", action="store_true")
+    _add(t, BoxTrainSection, "out", metavar="FILE.pt")
+    for name in ("epochs", "n_train", "batch_size", "seed", "n_eval", "threads"):
+        _add(t, BoxTrainSection, name, type=int)
+    _add(t, BoxTrainSection, "lr", type=float)
+    t.add_argument("--config", default=None, help=_CONFIG_HELP)
+    t.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
     t.set_defaults(func=_train)
 
     v = sub.add_parser("verify", help="certify box stability under noise / brightness / contrast")
-    v.add_argument("--model", help="weights saved by 'geo-rs box train' (default runs/box/mnist_box.pt)")
-    v.add_argument("--model-factory",
-                   help="'package.module:function' returning any nn.Module mapping an image to 4 numbers")
-    v.add_argument("--weights", help="state dict for --model-factory")
-    v.add_argument("--data", help="'mnist' (held-out canvases) or a COCO-style folder with annotations.json")
-    v.add_argument("--images", type=int, help="number of images (first N)")
-    v.add_argument("--seed", type=int, help="seed of the MNIST canvases")
-    v.add_argument("--perturbation", nargs="+", help=f"any of {', '.join(PERTURBATIONS)}")
-    v.add_argument("--eps", nargs="+", help="ε values or start:stop:steps (default: the paper's grids)")
-    v.add_argument("--method", nargs="+", help=f"any of {', '.join(METHODS)}")
-    v.add_argument("--extension", nargs="+", help=f"any of {', '.join(EXTENSIONS)}")
-    v.add_argument("--threshold", type=float, help="IoU threshold t (default 0.5)")
-    v.add_argument("--workers", type=int, help="worker processes (default 2)")
-    v.add_argument("--out", help="run folder (resumes if it holds finished units)")
-    v.add_argument("--config", help="YAML with a 'verify' section of defaults (e.g. configs/box.yaml)")
-    v.add_argument("--quiet", action="store_true")
+    v.add_argument("--model", default=None, metavar="FILE.pt",
+                   help=f"weights saved by 'geo-rs box train' (file; default {DEFAULT_WEIGHTS})")
+    v.add_argument("--model-factory", default=None, metavar="MODULE:FUNCTION",
+                   help="function returning any nn.Module that maps an image to 4 numbers; the current "
+                        "folder is on the import path (default: none, use --model)")
+    v.add_argument("--weights", default=None, metavar="FILE",
+                   help="state dict for --model-factory (file; default: none, the factory's own weights)")
+    _add(v, BoxVerifySection, "data", metavar="mnist|DIR")
+    for name in ("images", "seed", "workers"):
+        _add(v, BoxVerifySection, name, type=int)
+    _add(v, BoxVerifySection, "perturbation", nargs="+")
+    _add(v, BoxVerifySection, "eps", nargs="+")
+    _add(v, BoxVerifySection, "method", nargs="+")
+    _add(v, BoxVerifySection, "extension", nargs="+")
+    _add(v, BoxVerifySection, "threshold", type=float)
+    _add(v, BoxVerifySection, "cluster", metavar="ADDRESS")
+    _add(v, BoxVerifySection, "out", metavar="DIR")
+    v.add_argument("--overwrite", action="store_true",
+                   help="delete results of an earlier run in the run folder and start afresh (default: "
+                        "resume them if they match, refuse otherwise)")
+    v.add_argument("--config", default=None, help=_CONFIG_HELP)
+    v.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
     v.set_defaults(func=_verify)
 
     r = sub.add_parser("report", help="(re)write tables and plots of a verify run")
-    r.add_argument("run_dir")
-    r.add_argument("--merge", nargs="+", help="other run folders on the same images to merge in")
-    r.add_argument("--out", help="folder for the merged results and report")
+    r.add_argument("run_dir", metavar="RUN_DIR",
+                   help="folder of a `geo-rs box verify` run (with results.json)")
+    r.add_argument("--merge", nargs="+", default=None, metavar="RUN_DIR",
+                   help="other run folders on the same images and detector to merge in (default: none)")
+    r.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the merged results and report (default: RUN_DIR; required with --merge)")
     r.set_defaults(func=_report)
 
     e = sub.add_parser("export-mnist", help="write MNIST canvases as a COCO-style folder")
-    e.add_argument("--images", type=int, default=100)
-    e.add_argument("--split", choices=["train", "test"], default="test")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", required=True)
+    e.add_argument("--images", type=int, default=100, help="number of canvases (images; default 100)")
+    e.add_argument("--split", choices=["train", "test"], default="test",
+                   help="digit pool: train (4,000 digits) or test (1,000 held-out digits) (default test)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the digit choice and position (default 0)")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for the PNGs and annotations.json (created; required)")
     e.set_defaults(func=_export)

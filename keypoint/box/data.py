@@ -76,19 +76,36 @@ def mnist_canvas(n: int, split: str = "train", seed: int = 0) -> tuple[Tensor, T
 
 # --------------------------------------------------------------------------- COCO-style folders
 def _read_image(path: Path) -> Tensor:
+    """An image file (PNG/JPEG/... via Pillow, or .npy) as float32 ``(C, H, W)``; anything unreadable
+    (a text file, a truncated PNG) is one UserError naming the file."""
     if not path.is_file():
         raise UserError(f"{path}: image file not found")
     if path.suffix.lower() == ".npy":
-        arr = np.load(path).astype(np.float32)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            msg = " ".join(str(exc).split())[:120]
+            raise UserError(f"{path}: not a readable .npy array ({msg})") from None
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise UserError(f"{path}: .npy image must hold numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float32)
         if arr.ndim == 2:
             arr = arr[None]
         if arr.ndim != 3:
             raise UserError(f"{path}: .npy image must be (H, W) or (C, H, W), got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise UserError(f"{path}: .npy image contains NaN or infinite values")
         return torch.from_numpy(arr)
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        arr = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                im = im.convert("RGB" if im.mode != "1" else "L")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        msg = " ".join(str(exc).split())[:120]
+        raise UserError(f"{path}: not a readable image (PNG/JPEG/.npy expected; {msg})") from None
     scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
     arr = arr.astype(np.float32) / scale
     if arr.ndim == 2:
@@ -113,8 +130,10 @@ def load_coco_folder(
         raise UserError(f"{ann_path}: annotation file not found")
     try:
         spec = json.loads(ann_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{ann_path}: not valid JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{ann_path}: expected a JSON object with 'images' and 'annotations'")
     for key in ("images", "annotations"):
         if not isinstance(spec.get(key), list):
             raise UserError(f"{ann_path}: field '{key}' (a list) is missing")
@@ -123,13 +142,16 @@ def load_coco_folder(
         raise UserError(f"{ann_path}: bbox_format must be 'xywh' (COCO) or 'xyxy', got {fmt!r}")
     by_image: dict = {}
     for k, ann in enumerate(spec["annotations"]):
-        if "image_id" not in ann or "bbox" not in ann:
-            raise UserError(f"{ann_path}: annotations[{k}] needs 'image_id' and 'bbox'")
+        if not isinstance(ann, dict) or "image_id" not in ann or "bbox" not in ann \
+                or not isinstance(ann["image_id"], int | str):
+            raise UserError(f"{ann_path}: annotations[{k}] needs 'image_id' (a number) and 'bbox'")
         by_image.setdefault(ann["image_id"], []).append((k, ann["bbox"]))
     images, boxes = [], []
     for entry in spec["images"]:
-        if "id" not in entry or "file_name" not in entry:
-            raise UserError(f"{ann_path}: every entry of 'images' needs 'id' and 'file_name'")
+        if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str) \
+                or not isinstance(entry["id"], int | str):
+            raise UserError(f"{ann_path}: every entry of 'images' needs 'id' and 'file_name' (a string); "
+                            f"got {str(entry)[:80]}")
         anns = by_image.get(entry["id"], [])
         if len(anns) != 1:
             raise UserError(
@@ -137,8 +159,9 @@ def load_coco_folder(
                 "the box verifier needs exactly one object per image"
             )
         k, bbox = anns[0]
-        if len(bbox) != 4:
-            raise UserError(f"{ann_path}: annotations[{k}].bbox must have 4 numbers, got {bbox}")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in bbox):
+            raise UserError(f"{ann_path}: annotations[{k}].bbox must be 4 finite numbers, got {bbox}")
         x, y, a, b = (float(v) for v in bbox)
         box = [x, y, x + a, y + b] if fmt == "xywh" else [x, y, a, b]
         if not (box[2] > box[0] and box[3] > box[1]):

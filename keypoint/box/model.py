@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from geo_rs import UserError
+from geo_rs.atomic import torch_save, write_json
 
 CANVAS = 90  # the paper's canvas side (pixels)
 
@@ -72,7 +73,7 @@ def save_detector(model: nn.Module, path: str | Path, **info) -> Path:
         raise UserError(f"save_detector: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    torch_save(path, model.state_dict())
     meta = {
         "arch": arch,
         "n_params": sum(p.numel() for p in model.parameters()),
@@ -80,7 +81,7 @@ def save_detector(model: nn.Module, path: str | Path, **info) -> Path:
         "output": "box (x1, y1, x2, y2) in input pixels",
         **info,
     }
-    metadata_path(path).write_text(json.dumps(meta, indent=1))
+    write_json(metadata_path(path), meta, indent=1)
     return path
 
 
@@ -89,23 +90,35 @@ def load_detector(path: str | Path, map_location: str | torch.device = "cpu") ->
     state dict matches it exactly. Returns ``(model in eval mode, metadata)``."""
     path = Path(path)
     meta_file = metadata_path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: expected a weights file, got a folder")
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
     if not meta_file.is_file():
         raise UserError(f"{meta_file}: metadata file not found (expected beside the weights)")
     try:
         meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{meta_file}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_file}: expected a JSON object with an 'arch' field")
     arch = meta.get("arch")
     if arch not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
         raise UserError(f"{meta_file}: field 'arch' is {arch!r}; known architectures: {known}")
     model = ARCHITECTURES[arch]()
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zip, pickle or EOF errors of a corrupt or truncated file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{path}: not a readable PyTorch weights file, corrupt or truncated "
+                        f"({first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: expected a state dict (names -> tensors), got {type(state).__name__}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"{path}: weights do not match architecture {arch}: {first}") from None
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
+        raise UserError(f"{path}: weights do not match architecture {arch}: {detail[:200]}") from None
     return model.eval(), meta

@@ -16,10 +16,12 @@ Example::
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from geo_rs import UserError
+from geo_rs.atomic import atomic_write, write_json, write_text
 
 # The paper's Fig. 8, MNIST part (percent). The three ε columns of each perturbation are not legible in
 # our text copy of the paper (its grids: noise/brightness ε ∈ [0, 0.002], contrast ε ∈ [0, 0.2], 11 steps),
@@ -40,9 +42,19 @@ _COLORS = {"vanilla": "tab:blue", "optimal": "tab:red"}
 
 def load_results(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "results.json"
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: expected a run folder of `geo-rs box verify`, got a file")
     if not path.is_file():
         raise UserError(f"{path}: not found (run `geo-rs box verify --out {run_dir}` first)")
-    return json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable results file ({exc})") from None
+    missing = [k for k in ("config", "cba", "records", "n_images") if k not in results] \
+        if isinstance(results, dict) else ["everything"]
+    if missing:
+        raise UserError(f"{path}: not a box-verification results file (missing {', '.join(missing)})")
+    return results
 
 
 def _cba_lookup(results: dict) -> dict:
@@ -51,6 +63,16 @@ def _cba_lookup(results: dict) -> dict:
 
 def _fmt_eps(e: float) -> str:
     return f"{e:g}"
+
+
+def _fmt_cell(c: dict | None) -> str:
+    """CBA of one table cell; images the bound engine could not handle count as not certified (†)."""
+    if not c:
+        return "–"
+    unsupported = c.get("n_unsupported", 0)
+    if unsupported and unsupported == c["n"]:
+        return "unsupported"
+    return f"{c['cba']:.1f}" + ("†" if unsupported else "")
 
 
 def cba_markdown(results: dict) -> str:
@@ -72,7 +94,7 @@ def cba_markdown(results: dict) -> str:
         for ext in cfg["extensions"]:
             for m in cfg["methods"]:
                 cells = [look.get((ext, m, pert, e)) for e in eps]
-                vals = " | ".join(f"{c['cba']:.1f}" if c else "–" for c in cells)
+                vals = " | ".join(_fmt_cell(c) for c in cells)
                 lines.append(f"| {ext} | {m} | {vals} |")
         if {"vanilla", "optimal"} <= set(cfg["extensions"]):
             for m in cfg["methods"]:
@@ -81,6 +103,11 @@ def cba_markdown(results: dict) -> str:
                     o, v = look.get(("optimal", m, pert, e)), look.get(("vanilla", m, pert, e))
                     gaps.append(f"{o['cba'] - v['cba']:+.1f}" if o and v else "–")
                 lines.append(f"| gap optimal − vanilla | {m} | " + " | ".join(gaps) + " |")
+        if any((look.get((ext, m, pert, e)) or {}).get("n_unsupported") for ext in cfg["extensions"]
+               for m in cfg["methods"] for e in eps):
+            lines += ["", "† some images could not be bounded with this method "
+                      "(geo_rs.UnsupportedModelError); they count as not certified. "
+                      "`unsupported`: none could."]
         lines += ["", "Paper (Fig. 8, MNIST, ~39 images; ε columns not legible in our copy, increasing):", ""]
         lines += ["| extension | method | col 1 | col 2 | col 3 |", "|---|---|---:|---:|---:|"]
         for (ext, m), row in PAPER_CBA_MNIST.items():
@@ -92,24 +119,23 @@ def cba_markdown(results: dict) -> str:
 def write_csv(results: dict, out: Path) -> tuple[Path, Path]:
     cfg = results["config"]
     look = _cba_lookup(results)
-    wide = out / "cba.csv"
     cols = [(p, float(e)) for p in cfg["perturbations"] for e in cfg["eps"][p]]
-    with wide.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["extension", "method"] + [f"{p}@{_fmt_eps(e)}" for p, e in cols])
-        for ext in cfg["extensions"]:
-            for m in cfg["methods"]:
-                w.writerow([ext, m] + [f"{look[(ext, m, p, e)]['cba']:.2f}" if (ext, m, p, e) in look else ""
-                                       for p, e in cols])
-    long = out / "cba_long.csv"
-    keys = ["extension", "method", "perturbation", "eps", "cba", "n", "mean_lower", "mean_upper",
-            "mean_time_box", "mean_time_iou"]
-    with long.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in results["cba"]:
-            w.writerow({k: r[k] for k in keys})
-    return wide, long
+    f = io.StringIO()
+    w = csv.writer(f)
+    w.writerow(["extension", "method"] + [f"{p}@{_fmt_eps(e)}" for p, e in cols])
+    for ext in cfg["extensions"]:
+        for m in cfg["methods"]:
+            w.writerow([ext, m] + [f"{look[(ext, m, p, e)]['cba']:.2f}" if (ext, m, p, e) in look else ""
+                                   for p, e in cols])
+    wide = write_text(out / "cba.csv", f.getvalue())
+    keys = ["extension", "method", "perturbation", "eps", "cba", "n", "n_unsupported", "mean_lower",
+            "mean_upper", "mean_time_box", "mean_time_iou"]
+    f = io.StringIO()
+    w = csv.DictWriter(f, fieldnames=keys)
+    w.writeheader()
+    for r in results["cba"]:
+        w.writerow({k: r.get(k, 0 if k == "n_unsupported" else None) for k in keys})
+    return wide, write_text(out / "cba_long.csv", f.getvalue())
 
 
 def plot_envelopes(results: dict, path: Path) -> Path:
@@ -131,7 +157,7 @@ def plot_envelopes(results: dict, path: Path) -> Path:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
             for ext in cfg["extensions"]:
                 rows = [look.get((ext, m, p, e)) for e in eps]
-                if not all(rows):
+                if not all(row and row["mean_lower"] is not None for row in rows):
                     continue
                 lo = [row["mean_lower"] for row in rows]
                 hi = [row["mean_upper"] for row in rows]
@@ -149,7 +175,7 @@ def plot_envelopes(results: dict, path: Path) -> Path:
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"Mean IoU lower (solid) / upper (dashed) bounds, N = {results['n_images']}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -170,7 +196,8 @@ def plot_times(results: dict, path: Path) -> Path:
         eps = [float(e) for e in cfg["eps"][p]]
         ext0 = cfg["extensions"][0]
         for k, m in enumerate(cfg["methods"]):
-            pts = [(e, look[(ext0, m, p, e)]["mean_time_box"]) for e in eps if (ext0, m, p, e) in look]
+            pts = [(e, look[(ext0, m, p, e)]["mean_time_box"]) for e in eps
+                   if look.get((ext0, m, p, e), {}).get("mean_time_box") is not None]
             if pts:
                 ax.plot(*zip(*pts), styles[k % 4], ms=3, label=f"step 1: {m}")
         for ext in cfg["extensions"]:
@@ -178,7 +205,7 @@ def plot_times(results: dict, path: Path) -> Path:
             pts = []
             for e in eps:
                 times = [look[(ext, m, p, e)]["mean_time_iou"] for m in cfg["methods"]
-                         if (ext, m, p, e) in look]
+                         if look.get((ext, m, p, e), {}).get("mean_time_iou") is not None]
                 if times:
                     pts.append((e, sum(times) / len(times)))
             if pts:
@@ -191,7 +218,7 @@ def plot_times(results: dict, path: Path) -> Path:
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Time per step (step 1: box bounds; step 2: IoU interval extension)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -202,7 +229,7 @@ def merge_results(runs: list[dict]) -> dict:
     Methods, perturbations and ε values are united; a record present in several runs is taken from the
     first. Raises :class:`UserError` if the runs differ in images, detector or threshold.
     """
-    from .verify import METHODS, VerifyConfig, certified_box_accuracy
+    from .verify import METHODS, VerifyConfig, certified_box_accuracy, unsupported_pairs
 
     base = runs[0]
     for r in runs[1:]:
@@ -225,7 +252,8 @@ def merge_results(runs: list[dict]) -> dict:
                 seen.add(key)
                 records.append(rec)
     merged = {**base, "config": {**config.__dict__}, "records": records,
-              "cba": certified_box_accuracy(records, config), "merged_from": len(runs)}
+              "cba": certified_box_accuracy(records, config), "unsupported": unsupported_pairs(records),
+              "merged_from": len(runs)}
     return merged
 
 
@@ -239,9 +267,9 @@ def write_report(run_dir: str | Path, merge_with: list[str | Path] | None = None
     if merge_with:
         results = merge_results([results] + [load_results(d) for d in merge_with])
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results))
+        write_json(out / "results.json", results)
     md = out / "cba.md"
-    md.write_text(cba_markdown(results))
+    write_text(md, cba_markdown(results))
     wide, long = write_csv(results, out)
     return {
         "markdown": md, "csv": wide, "csv_long": long,

@@ -5,13 +5,16 @@ For every image, perturbation (white noise, brightness, contrast), ε of its gri
 through the IoU with each extension (vanilla, optimal; step 2, :func:`geo_rs.iou_bounds`). The box
 is *stable* (certified) iff the IoU lower bound is >= the threshold t (0.5 by default, paper Property 1).
 
-Runs are split into work units (one image x one perturbation), computed by a pool of worker processes
-and stored one JSON file per unit under ``OUT/parts/``, so an interrupted run resumes without
-recomputing finished units. A unit is reused only if it was computed with the same configuration,
-model weights and image (fingerprints are stored in it).
+Runs are split into work units (one image x one perturbation) executed by :mod:`geo_rs.parallel`
+(in this process, a local process pool, or a Dask cluster; the detector travels once per worker) and
+stored one JSON file per unit under ``OUT/parts/``, so an interrupted run resumes without recomputing
+finished units. A folder holding results of another configuration or detector is refused unless
+``overwrite=True``; a unit is reused only for the same image and box.
 
 Any ``nn.Module`` mapping a ``(1, C, H, W)`` image in [0, 1] to one box ``(1, 4)`` (x1, y1, x2, y2)
-works, provided the bound engine supports its layers.
+works. Where the bound engine cannot handle it with a method (``geo_rs.UnsupportedModelError``, e.g.
+alpha-CROWN on max-pooling), that (image, method) is recorded as ``unsupported`` (never certified)
+and the run goes on with the other methods and images.
 
 Example::
 
@@ -25,20 +28,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing as mp
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
-from tqdm import tqdm
 
-from geo_rs import UserError, box_iou, iou_bounds
+from geo_rs import UserError
+from geo_rs.parallel import ExecOptions, ResultStore, Task, Unit, fingerprint, run_units
+
+if TYPE_CHECKING:  # torch is imported inside the functions: `geo-rs box --help` stays light
+    import torch
+    from torch import nn
 
 PERTURBATIONS = ("noise", "brightness", "contrast")
 METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
@@ -108,6 +110,9 @@ class VerifyConfig:
 # --------------------------------------------------------------------------- checks
 def check_detector(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Run ``model`` on one image ``(C, H, W)``; returns the box ``(4,)`` or raises a clear UserError."""
+    import torch
+    from torch import nn
+
     if not isinstance(model, nn.Module):
         raise UserError(f"the detector must be a torch.nn.Module, got {type(model).__name__}")
     device = _device_of(model)
@@ -126,6 +131,8 @@ def check_detector(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 
 
 def check_gt(boxes: torch.Tensor) -> torch.Tensor:
+    import torch
+
     boxes = torch.as_tensor(boxes, dtype=torch.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise UserError(f"ground-truth boxes must have shape (N, 4), got {tuple(boxes.shape)}")
@@ -137,6 +144,8 @@ def check_gt(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def _device_of(model: nn.Module) -> torch.device:
+    import torch
+
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -159,25 +168,33 @@ def verify_unit(
     """All (ε, method) records of one image under one perturbation.
 
     Each record: ``perturbation, eps, method, box_lower, box_upper, time_box`` and, per extension,
-    ``{lower, upper, stable, time}`` (+ ``lower_box``, ``upper_box`` for optimal).
+    ``{lower, upper, stable, time}`` (+ ``lower_box``, ``upper_box`` for optimal). A method the bound
+    engine cannot apply to this model gives records ``{perturbation, eps, method, unsupported: reason}``
+    instead (for every ε; it is tried once).
     """
-    from geo_rs import output_bounds
+    from geo_rs import UnsupportedModelError, iou_bounds, output_bounds
 
     device = _device_of(model)
     x = image[None].to(device)
     gt64 = gt.double()
     records = []
+    unsupported: dict[str, str] = {}
     for eps in config.eps[perturbation]:
         pert = make_perturbation(perturbation, eps)
         for method in config.methods:
-            t0 = time.perf_counter()
-            lo, hi = output_bounds(model, x, pert, method)
+            head = {"perturbation": perturbation, "eps": float(eps), "method": method}
+            if method not in unsupported:
+                t0 = time.perf_counter()
+                try:
+                    lo, hi = output_bounds(model, x, pert, method)
+                except UnsupportedModelError as exc:
+                    unsupported[method] = " ".join(str(exc).split())
+            if method in unsupported:
+                records.append({**head, "unsupported": unsupported[method]})
+                continue
             t_box = time.perf_counter() - t0
             lo, hi = lo.detach().reshape(4).double().cpu(), hi.detach().reshape(4).double().cpu()
-            rec = {
-                "perturbation": perturbation, "eps": float(eps), "method": method,
-                "box_lower": lo.tolist(), "box_upper": hi.tolist(), "time_box": t_box,
-            }
+            rec = {**head, "box_lower": lo.tolist(), "box_upper": hi.tolist(), "time_box": t_box}
             for ext in config.extensions:
                 t1 = time.perf_counter()
                 res = iou_bounds(lo, hi, gt64, ext)
@@ -194,31 +211,23 @@ def verify_unit(
     return records
 
 
-# --------------------------------------------------------------------------- worker pool
-_WORKER: dict = {}
+# --------------------------------------------------------------------------- execution layer hooks
+def load_worker_state(model_bytes: bytes, config: dict) -> dict:
+    """Per-worker state (once per worker process): the detector and the configuration."""
+    import torch
+
+    model = torch.load(io.BytesIO(model_bytes), weights_only=False, map_location="cpu").eval()
+    return {"model": model, "config": VerifyConfig(**config)}
 
 
-def _worker_init(model_bytes: bytes, images: list, boxes: torch.Tensor, config: VerifyConfig) -> None:
-    torch.set_num_threads(1)  # one core per worker: the pool provides the parallelism
-    _WORKER["model"] = torch.load(io.BytesIO(model_bytes), weights_only=False).eval()
-    _WORKER["images"], _WORKER["boxes"], _WORKER["config"] = images, boxes, config
+def verify_work_unit(state: dict, unit: Unit) -> dict:
+    """One unit of :func:`run_verification`: payload ``(image index, perturbation, image, gt box)``."""
+    _, perturbation, image, gt = unit.payload
+    return {"records": verify_unit(state["model"], image, gt, perturbation, state["config"])}
 
 
-def _worker_run(task: tuple[int, str]) -> tuple[int, str, list[dict], float]:
-    i, pert = task
-    t0 = time.perf_counter()
-    recs = verify_unit(_WORKER["model"], _WORKER["images"][i], _WORKER["boxes"][i], pert, _WORKER["config"])
-    return i, pert, recs, time.perf_counter() - t0
-
-
-def _part_path(out: Path, i: int, pert: str) -> Path:
-    return out / "parts" / f"img{i:06d}_{pert}.json"
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)  # a crash never leaves a half-written unit behind
+def _unit_id(i: int, perturbation: str) -> str:
+    return f"img{i:06d}_{perturbation}"
 
 
 def run_verification(
@@ -230,6 +239,8 @@ def run_verification(
     *,
     progress: bool = True,
     model_info: dict | None = None,
+    cluster: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Verify every image; write ``OUT/parts/*.json`` (resumable) and ``OUT/results.json``.
 
@@ -237,11 +248,20 @@ def run_verification(
         model: detector, ``(1, C, H, W)`` -> ``(1, 4)``.
         images: ``N`` images ``(C, H, W)`` in [0, 1] (list or ``(N, C, H, W)`` tensor).
         boxes: ``(N, 4)`` ground-truth boxes (x1, y1, x2, y2).
-        config: :class:`VerifyConfig`.
+        config: :class:`VerifyConfig` (``workers``: processes of the local pool, or of
+            ``cluster="local"``).
         out_dir: output folder (created).
+        cluster: Dask scheduler address, ``"local"``, or None (``$GEO_RS_CLUSTER``, else local pool).
+        overwrite: replace results of another configuration/detector in ``out_dir``.
     Returns the results dict (also written as ``results.json``): config, per-record bounds/timings,
-    clean IoU per image and the Certified Box Accuracy per (extension, method, perturbation, ε).
+    clean IoU per image, the Certified Box Accuracy per (extension, method, perturbation, ε) and the
+    (image, method) pairs the bound engine does not support.
     """
+    import torch
+
+    from geo_rs import box_iou
+    from geo_rs.atomic import write_json
+
     config.validate()
     images = list(images)
     boxes = check_gt(boxes)
@@ -251,67 +271,22 @@ def run_verification(
         raise UserError("no images to verify")
     model = model.eval()
     clean = torch.stack([check_detector(model, im) for im in images])
-    out = Path(out_dir)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
     cfg_fp, model_fp = config.fingerprint(), model_fingerprint(model)
-    image_fps = [_hash_tensor(im, bx) for im, bx in zip(images, boxes)]
-
-    done: dict[tuple[int, str], list[dict]] = {}
-    todo: list[tuple[int, str]] = []
-    for i in range(len(images)):
-        for pert in config.perturbations:
-            path = _part_path(out, i, pert)
-            if path.is_file():
-                try:
-                    part = json.loads(path.read_text())
-                except json.JSONDecodeError:
-                    part = {}
-                stamp = (part.get("config"), part.get("model"), part.get("image"))
-                if stamp == (cfg_fp, model_fp, image_fps[i]):
-                    done[(i, pert)] = part["records"]
-                    continue
-            todo.append((i, pert))
-
-    def store(i: int, pert: str, recs: list[dict], seconds: float) -> None:
-        done[(i, pert)] = recs
-        part = {"config": cfg_fp, "model": model_fp, "image": image_fps[i], "seconds": seconds,
-                "records": recs}
-        _write_json_atomic(_part_path(out, i, pert), part)
-
-    bar = tqdm(total=len(todo), desc="verify (image x perturbation)", disable=not progress)
-    if todo and (config.workers == 1 or len(todo) == 1):
-        for i, pert in todo:
-            t0 = time.perf_counter()
-            store(i, pert, verify_unit(model, images[i], boxes[i], pert, config), time.perf_counter() - t0)
-            bar.update()
-    elif todo:
-        buf = io.BytesIO()
-        torch.save(model.cpu() if _device_of(model).type == "cpu" else model, buf)
-        ctx = mp.get_context("spawn")  # fork after torch's thread pools were started can deadlock
-        # ProcessPoolExecutor (not multiprocessing.Pool): a worker killed by the OS (e.g. out of memory)
-        # breaks the pool with an error instead of silently losing its task and hanging the run.
-        with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=ctx, initializer=_worker_init,
-                                 initargs=(buf.getvalue(), images, boxes, config)) as pool:
-            futures = [pool.submit(_worker_run, task) for task in todo]
-            try:
-                for fut in as_completed(futures):
-                    i, pert, recs, seconds = fut.result()
-                    store(i, pert, recs, seconds)
-                    bar.update()
-            except BrokenProcessPool:
-                bar.close()
-                raise UserError(
-                    f"a worker process died (killed by the OS, likely out of memory) after {bar.n} of "
-                    f"{len(todo)} units; finished units are saved in {out}/parts: rerun to resume, with "
-                    "fewer --workers, a cheaper --method or fewer --images"
-                ) from None
-    bar.close()
+    describe = {k: v for k, v in asdict(config).items() if k != "workers"} | {"model": model_fp}
+    store = ResultStore(out_dir, fingerprint(cfg_fp, model_fp), describe=describe, overwrite=overwrite)
+    units = [Unit(_unit_id(i, pert), payload=(i, pert, images[i], boxes[i]),
+                  fingerprint=_hash_tensor(images[i], boxes[i]))
+             for i in range(len(images)) for pert in config.perturbations]
+    buf = io.BytesIO()
+    torch.save(model.cpu() if _device_of(model).type == "cpu" else model, buf)
+    task = Task(verify_work_unit, load_worker_state, (buf.getvalue(), asdict(config)))
+    options = ExecOptions(workers=config.workers, cluster=cluster, progress=progress,
+                          desc="verify (image x perturbation)")
+    run = run_units(task, units, options, store=store)
 
     records = []
-    for i in range(len(images)):
-        for pert in config.perturbations:
-            for rec in done[(i, pert)]:
-                records.append({"image": i, **rec})
+    for unit in units:
+        records += [{"image": unit.payload[0], **rec} for rec in run.results[unit.id]["records"]]
     clean_iou = box_iou(clean.double(), boxes.double())
     results = {
         "config": asdict(config),
@@ -324,19 +299,37 @@ def run_verification(
         "mean_clean_iou": float(clean_iou.mean()),
         "records": records,
         "cba": certified_box_accuracy(records, config),
-        "resumed_units": len(done) - len(todo),
-        "computed_units": len(todo),
+        "unsupported": unsupported_pairs(records),
+        "resumed_units": run.resumed,
+        "computed_units": run.computed,
+        "engine": {"name": run.engine, "workers": run.workers, "wall_s": run.wall},
     }
-    _write_json_atomic(out / "results.json", results)
+    write_json(Path(out_dir) / "results.json", results)
     return results
 
 
+def unsupported_pairs(records: list[dict]) -> list[dict]:
+    """One ``{image, method, reason}`` per (image, method) the bound engine could not handle."""
+    seen: dict[tuple, dict] = {}
+    for r in records:
+        if "unsupported" in r:
+            seen.setdefault((r["image"], r["method"]), {"image": r["image"], "method": r["method"],
+                                                        "reason": r["unsupported"]})
+    return list(seen.values())
+
+
 def certified_box_accuracy(records: list[dict], config: VerifyConfig) -> list[dict]:
-    """Rows ``{extension, method, perturbation, eps, cba, n, mean_lower, mean_upper, mean_time_box,
-    mean_time_iou}``; ``cba`` in percent of images whose IoU lower bound is >= the threshold."""
+    """Rows ``{extension, method, perturbation, eps, cba, n, n_unsupported, mean_lower, mean_upper,
+    mean_time_box, mean_time_iou}``; ``cba`` in percent of images whose IoU lower bound is >= the
+    threshold (an unsupported image counts as not certified); the means are over supported images
+    (None if there is none)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["method"], r["perturbation"], r["eps"]), []).append(r)
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
     rows = []
     for ext in config.extensions:
         for method in config.methods:
@@ -345,12 +338,14 @@ def certified_box_accuracy(records: list[dict], config: VerifyConfig) -> list[di
                     g = groups.get((method, pert, float(eps)), [])
                     if not g:
                         continue
+                    ok = [r for r in g if "unsupported" not in r]
                     rows.append({
                         "extension": ext, "method": method, "perturbation": pert, "eps": float(eps),
-                        "cba": 100.0 * sum(r[ext]["stable"] for r in g) / len(g), "n": len(g),
-                        "mean_lower": float(np.mean([r[ext]["lower"] for r in g])),
-                        "mean_upper": float(np.mean([r[ext]["upper"] for r in g])),
-                        "mean_time_box": float(np.mean([r["time_box"] for r in g])),
-                        "mean_time_iou": float(np.mean([r[ext]["time"] for r in g])),
+                        "cba": 100.0 * sum(r[ext]["stable"] for r in ok) / len(g), "n": len(g),
+                        "n_unsupported": len(g) - len(ok),
+                        "mean_lower": mean([r[ext]["lower"] for r in ok]),
+                        "mean_upper": mean([r[ext]["upper"] for r in ok]),
+                        "mean_time_box": mean([r["time_box"] for r in ok]),
+                        "mean_time_iou": mean([r[ext]["time"] for r in ok]),
                     })
     return rows

@@ -159,8 +159,13 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None,
         raise UserError(f"COCO annotation file not found: {json_path}")
     try:
         coco = json.loads(json_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{json_path}: not valid JSON{where}") from None
     if image_root is None:
         image_root = json_path.parent / "images"
-    return from_coco_dict(coco, image_root, load_images)
+    try:
+        return from_coco_dict(coco, image_root, load_images)
+    except UserError as exc:
+        msg = str(exc)
+        raise UserError(msg if str(json_path) in msg else f"{json_path}: {msg}") from None

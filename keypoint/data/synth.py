@@ -15,7 +15,8 @@ generator, but allowed in imported COCO files).
   ``star`` (10, five tips and five inner corners). Each is a :class:`Category` with 0-based
   ``skeleton`` pairs and per-keypoint OKS ``sigmas`` (0.08; 0.10 for the thin chair, whose
   silhouette area is small for its extent — COCO's body-part sigmas span 0.025–0.107).
-* :class:`SynthConfig` — image size, objects per image, occlusion / truncation / overlap rates.
+* :class:`SynthConfig` — image size, objects per image, occlusion / truncation / overlap rates
+  (a :class:`geo_rs.config.Schema`: typed, unknown keys refused); :data:`PRESETS` — ``coco-like``.
 * :func:`generate_sample(seed_or_rng, config, image_id)` → :class:`Sample` with ``image``
   ``(H, W, 3) float32`` in ``[0, 1]`` and ``annotations`` (list of :class:`Annotation`:
   ``category_id``, ``keypoints (K, 2) float32``, ``visibility (K,) int64``, ``box (4,)`` COCO
@@ -37,11 +38,13 @@ image, as COCO boxes clip at the border: so truncated keypoints lie outside thei
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import StrictFloat, StrictInt, model_validator
 from skimage.draw import polygon as raster_polygon
 
+from geo_rs.config import Schema, setting, validate_config
 from geo_rs.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
@@ -153,63 +156,78 @@ class KeypointData:
         return len(self.samples)
 
 
-@dataclass
-class SynthConfig:
-    """Generator settings. Rates are probabilities per instance unless stated.
+class SynthConfig(Schema):
+    """Generator settings (the ``data.synth`` section of a keypoint config). Rates are probabilities
+    per instance unless stated.
 
-    ``occlusion_rate`` is the chance an instance gets an occluder placed over one of its keypoints;
+    ``occlusion_rate`` is the chance an instance gets occluders placed over its keypoints;
     ``truncation_rate`` the chance its centre is pushed near the border; ``same_class_overlap_rate``
     the chance the next instance copies the category of the previous one and overlaps it.
+    ``label_outside: false`` and large ``occluder_size`` make a COCO-like set: COCO labels no keypoint
+    outside the image, and its occluders (people, furniture) hide much of the shape around a keypoint
+    (see :data:`PRESETS`).
     """
 
-    image_size: int = 128
-    min_objects: int = 1
-    max_objects: int = 3
-    min_scale: float = 0.14  # object half-extent as a fraction of the image size
-    max_scale: float = 0.30
-    max_rotation_deg: float = 25.0  # small enough that the 5-fold star stays unambiguous
-    occlusion_rate: float = 0.5
-    occluders_per_instance: int = 2
-    truncation_rate: float = 0.2
-    same_class_overlap_rate: float = 0.3
-    num_distractors: tuple[int, int] = (1, 4)
-    category_ids: tuple[int, ...] = (1, 2, 3, 4)
-    noise: float = 0.03
+    image_size: int = setting(128, "image side", "pixels", ge=16, le=4096)
+    min_objects: int = setting(1, "fewest objects per image", "objects", ge=1)
+    max_objects: int = setting(3, "most objects per image", "objects", ge=1, le=64)
+    min_scale: float = setting(0.14, "smallest object half-extent", "fraction of the image side", gt=0, le=1)
+    max_scale: float = setting(0.30, "largest object half-extent", "fraction of the image side", gt=0, le=1)
+    max_rotation_deg: float = setting(25.0, "largest in-plane rotation (small enough that the 5-fold star "
+                                      "stays unambiguous)", "degrees", ge=0, le=180)
+    occlusion_rate: float = setting(0.5, "chance an instance gets occluders", "probability", ge=0, le=1)
+    occluders_per_instance: int = setting(2, "most occluders per occluded instance", "occluders", ge=1, le=16)
+    occluder_size: list[StrictFloat | StrictInt] = setting(
+        [0.2, 0.45], "range of an occluder's half-size", "fraction of the object's half-extent", strict=False)
+    occluder_spread: float = setting(0.15, "σ of an occluder's offset from the keypoint it covers",
+                                     "fraction of the object's half-extent", ge=0)
+    truncation_rate: float = setting(0.2, "chance an instance is pushed across the border", "probability",
+                                     ge=0, le=1)
+    same_class_overlap_rate: float = setting(0.3, "chance the next instance overlaps the previous one with "
+                                             "the same category", "probability", ge=0, le=1)
+    label_outside: bool = setting(True, "label keypoints outside the image (visibility 1); false: "
+                                  "visibility 0, as COCO")
+    num_distractors: list[StrictInt] = setting([1, 4], "range of keypoint-free shapes under the objects",
+                                               "shapes", strict=False)
+    category_ids: list[StrictInt] = setting([1, 2, 3, 4], "categories drawn (ids of CATEGORIES; 5 = airstrip)",
+                                            strict=False)
+    noise: float = setting(0.03, "σ of the pixel noise", "intensity (0..1)", ge=0, le=1)
 
-    def validate(self) -> SynthConfig:
-        if self.image_size < 16:
-            raise UserError(f"SynthConfig.image_size must be >= 16, got {self.image_size}")
-        if not 1 <= self.min_objects <= self.max_objects:
-            raise UserError(f"SynthConfig needs 1 <= min_objects <= max_objects, got "
-                            f"{self.min_objects}, {self.max_objects}")
-        if not 0 < self.min_scale <= self.max_scale:
-            raise UserError(f"SynthConfig needs 0 < min_scale <= max_scale, got {self.min_scale}, "
-                            f"{self.max_scale}")
-        for name in ("occlusion_rate", "truncation_rate", "same_class_overlap_rate"):
+    @model_validator(mode="after")
+    def _check(self) -> SynthConfig:
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"needs min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"needs min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+        for name, lo in (("occluder_size", 0.0), ("num_distractors", 0)):
             v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise UserError(f"SynthConfig.{name} must be in [0, 1], got {v}")
+            if len(v) != 2 or not lo <= v[0] <= v[1] or (name == "occluder_size" and v[0] <= 0):
+                raise ValueError(f"{name} must be a range [low, high] with {lo} < low <= high, got {v}")
         known = {c.id for c in ALL_CATEGORIES}
         bad = [c for c in self.category_ids if c not in known]
         if bad or not self.category_ids:
-            raise UserError(f"SynthConfig.category_ids must be a non-empty subset of {sorted(known)}, "
-                            f"got {list(self.category_ids)}")
+            raise ValueError(f"category_ids must be a non-empty subset of {sorted(known)}, "
+                             f"got {list(self.category_ids)}")
         return self
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def validate(self) -> SynthConfig:
+        """Re-check every field (after in-place edits); one :class:`UserError` naming the problem."""
+        return validate_config(type(self), self.model_dump(), "synth config")
 
     @classmethod
     def from_dict(cls, d: dict) -> SynthConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"unknown synth config field(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        for key in ("num_distractors", "category_ids"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d).validate()
+        """Validated config from a mapping; unknown keys and bad values are one :class:`UserError`."""
+        if not isinstance(d, dict):
+            raise UserError(f"synth config must be a mapping, got {type(d).__name__}")
+        return validate_config(cls, d, "synth config")
+
+
+PRESETS: dict[str, dict] = {
+    # COCO labels no keypoint outside the image, and its occluders hide more of the shape around a
+    # keypoint than the default set's small blobs.
+    "coco-like": {"label_outside": False, "occluder_size": [0.45, 0.8], "occluder_spread": 0.1,
+                  "occluders_per_instance": 2},
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,8 +393,8 @@ def generate_sample(seed: int | np.random.Generator, config: SynthConfig | None 
         if rng.random() < cfg.occlusion_rate:
             for _ in range(rng.integers(1, cfg.occluders_per_instance + 1)):
                 target = kp[rng.integers(len(kp))]
-                c = target + rng.normal(0, 0.15 * scale, 2)
-                rx, ry = rng.uniform(0.2, 0.45, 2) * scale
+                c = target + rng.normal(0, cfg.occluder_spread * scale, 2)
+                rx, ry = rng.uniform(cfg.occluder_size[0], cfg.occluder_size[1], 2) * scale
                 if rng.random() < 0.5:
                     poly = _ellipse_poly(c, rx, ry, rng.uniform(0, np.pi))
                 else:
@@ -390,7 +408,7 @@ def generate_sample(seed: int | np.random.Generator, config: SynthConfig | None 
     annotations = []
     for cat, kp, last_idx, mask in instances:
         inside = (kp[:, 0] >= -0.5) & (kp[:, 0] < size - 0.5) & (kp[:, 1] >= -0.5) & (kp[:, 1] < size - 0.5)
-        vis = np.ones(len(kp), np.int64)
+        vis = np.where(inside | cfg.label_outside, 1, 0).astype(np.int64)
         for k in np.flatnonzero(inside):
             # Occluded iff whatever was painted last at the keypoint's pixel came after this object.
             hx = int(np.clip(round(kp[k, 0] * _SS + (_SS - 1) / 2), 0, hi[1] - 1))

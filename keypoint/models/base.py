@@ -10,6 +10,7 @@
 * ``model.decode(outputs) -> (keypoints (B, K, 2) input pixels, scores (B, K))``.
 * ``model.predict(images)`` = eval-mode, no-grad forward + decode.
 * ``model.config`` — the model section it was built from (stored in checkpoints).
+* ``model.set_progress(epoch)`` — optional schedule hook, called before every training step.
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ class KeypointModel(nn.Module):
     def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.codec.decode(outputs)
 
+    def set_progress(self, epoch: float) -> None:
+        """Called by the trainer before every step with the fractional epoch (``epoch + batch / steps
+        per epoch``): models whose loss follows a schedule (AdaAnchor's warm-up) read it here."""
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         was = self.training
@@ -43,22 +48,17 @@ class KeypointModel(nn.Module):
             self.train(was)
 
 
-def parse_options(cfg: dict, defaults: dict, model_name: str) -> dict:
-    """``defaults`` updated by ``cfg`` (minus ``type``); unknown keys raise :class:`UserError`."""
-    from geo_rs.errors import UserError
+def parse_options(cfg: dict, schema: type, model_name: str):
+    """The typed options (:mod:`keypoint.models.options`) of a ``model:`` section; ``type`` defaults to
+    ``model_name``. Unknown keys and bad values raise one :class:`UserError` naming the key."""
+    from geo_rs.config import validate_config
 
-    opts = {k: v for k, v in cfg.items() if k != "type"}
-    unknown = sorted(set(opts) - set(defaults))
-    if unknown:
-        raise UserError(f"model '{model_name}': unknown option(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **opts}
+    return validate_config(schema, {"type": model_name, **cfg}, f"model '{model_name}'")
 
 
-def backbone_from(opts: dict):
+def backbone_from(opts):
+    """The :class:`~keypoint.models.backbone.Backbone` of typed options (any ``BackboneOptions``)."""
     from .backbone import Backbone
 
-    return Backbone(width=int(opts["width"]), stride=int(opts["stride"]),
-                    context_levels=int(opts["context_levels"]), blocks=int(opts["blocks"]))
-
-
-BACKBONE_DEFAULTS = {"width": 16, "stride": 4, "context_levels": 2, "blocks": 1}
+    return Backbone(width=int(opts.width), stride=int(opts.stride),
+                    context_levels=int(opts.context_levels), blocks=int(opts.blocks))

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..codecs import HeatmapOffsetCodec, RegressionCodec
-from .base import BACKBONE_DEFAULTS, KeypointModel, backbone_from, parse_options
+from .base import KeypointModel, backbone_from, parse_options
+from .options import HeatmapOptions, RegressionOptions
 
 
 def weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -30,17 +31,16 @@ def weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) 
 class HeatmapAnchorModel(KeypointModel):
     def __init__(self, cfg: dict, num_keypoints: int, input_size: int):
         super().__init__()
-        opts = parse_options(cfg, {**BACKBONE_DEFAULTS, "sigma": 1.5, "offset_radius": 2.0,
-                                   "offset_weight": 1.0}, "heatmap")
-        self.config = {"type": "heatmap", **opts}
+        opts = parse_options(cfg, HeatmapOptions, "heatmap")
+        self.config = opts.to_dict()
         self.num_keypoints = num_keypoints
         self.backbone = backbone_from(opts)
         c = self.backbone.out_channels
         self.heatmap_head = nn.Conv2d(c, num_keypoints, 1)
         self.offset_head = nn.Conv2d(c, 2 * num_keypoints, 1)
-        self.codec = HeatmapOffsetCodec(input_size, input_size // self.backbone.stride, opts["sigma"],
-                                        opts["offset_radius"])
-        self.offset_weight = float(opts["offset_weight"])
+        self.codec = HeatmapOffsetCodec(input_size, input_size // self.backbone.stride, opts.sigma,
+                                        opts.offset_radius)
+        self.offset_weight = float(opts.offset_weight)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.backbone(images)
@@ -60,13 +60,13 @@ class HeatmapAnchorModel(KeypointModel):
 class RegressionAnchorModel(KeypointModel):
     def __init__(self, cfg: dict, num_keypoints: int, input_size: int):
         super().__init__()
-        opts = parse_options(cfg, {**BACKBONE_DEFAULTS, "hidden": 256}, "regression")
-        self.config = {"type": "regression", **opts}
+        opts = parse_options(cfg, RegressionOptions, "regression")
+        self.config = opts.to_dict()
         self.num_keypoints = num_keypoints
         self.backbone = backbone_from(opts)
         side = input_size // self.backbone.stride
         self.squeeze = nn.Conv2d(self.backbone.out_channels, 16, 1)
-        hidden = int(opts["hidden"])
+        hidden = int(opts.hidden)
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(16 * side * side, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, 2 * num_keypoints))
         self.codec = RegressionCodec(input_size)

@@ -40,7 +40,13 @@ from torch import Tensor, nn
 
 from geo_rs.errors import UserError
 
-from ..instability import boxes_membership, fit_templates, group_nodes_lis, group_nodes_naive
+from ..instability import (
+    boxes_membership,
+    fit_templates,
+    group_nodes_lis,
+    group_nodes_naive,
+    relocalise_missing,
+)
 from ..links import (
     ConditionalGraphAutoEncoder,
     link_loss,
@@ -49,6 +55,7 @@ from ..links import (
     skeleton_edges_for_graph,
 )
 from .backbone import Backbone
+from .base import parse_options
 from .klpnet_heads import (
     CKLM,
     CentreDetectorHead,
@@ -58,46 +65,20 @@ from .klpnet_heads import (
     focal_heatmap_loss,
     stage_kernels,
 )
-
-KLPNET_DEFAULTS: dict = {
-    # backbone
-    "width": 16, "stride": 4, "context_levels": 2, "blocks": 1,
-    # CKLM
-    "num_stages": 3, "kernels": [7, 5, 3], "sigma_scale": 1.0, "cklm_channels": 32, "offset_radius": 1.5,
-    "heatmap_pos_weight": 10.0, "offset_weight": 1.0, "heatmap_invisible": True,
-    # link predictor
-    "gae_hidden": 64, "gae_latent": 32, "gae_layers": 2, "variational": False,
-    "negatives_per_positive": 3, "node_jitter_px": 1.0, "link_weight": 1.0, "id_weight": 1.0,
-    "kd_weight": 1.0, "box_margin": 0.1,
-    # detector (DPAD stand-in)
-    "detector": True, "detector_weight": 1.0, "detector_threshold": 0.3, "max_objects": 10,
-    # inference
-    "peak_threshold": 0.2, "max_peaks": 64, "link_threshold": 0.5,
-    "lis_geo_weight": 1.0, "lis_geo_sigma": 0.1, "lis_outlier_cost": 3.0,
-}
+from .options import KLPNetOptions
 
 
 def parse_klpnet_options(cfg: dict | None) -> dict:
-    """Defaults updated by ``cfg`` (``type`` ignored); unknown keys and bad values raise UserError."""
-    opts = {k: v for k, v in (cfg or {}).items() if k != "type"}
-    unknown = sorted(set(opts) - set(KLPNET_DEFAULTS))
-    if unknown:
-        raise UserError(f"model 'klpnet': unknown option(s) {unknown}; known: {sorted(KLPNET_DEFAULTS)}")
-    out = {**KLPNET_DEFAULTS, **opts}
-    stage_kernels(int(out["num_stages"]), tuple(int(k) for k in out["kernels"]))  # validates
-    for key in ("width", "cklm_channels", "gae_hidden", "gae_latent", "gae_layers", "max_peaks"):
-        if int(out[key]) < 1:
-            raise UserError(f"model 'klpnet': {key} must be >= 1, got {out[key]}")
-    if not 0 < float(out["peak_threshold"]) < 1:
-        raise UserError(f"model 'klpnet': peak_threshold must be in (0, 1), got {out['peak_threshold']}")
-    return out
+    """The typed options (:class:`keypoint.models.options.KLPNetOptions`) as a dict; unknown keys and
+    bad values raise one UserError naming the key."""
+    return parse_options(dict(cfg or {}), KLPNetOptions, "klpnet").to_dict()
 
 
 @dataclass
 class ObjectPrediction:
     """One object: ``category_id`` (dataset id), ``box`` xywh, ``keypoints (K, 2)`` image pixels (NaN
     = not found), ``scores (K,)``, ``link_prob (K, K)`` (NaN where a slot is empty), ``edges`` list of
-    predicted links (slot pairs), ``box_score``."""
+    predicted links (slot pairs), ``box_score``, ``relocalised (K,)`` slots filled by the LIS feedback."""
 
     category_id: int
     box: np.ndarray
@@ -106,6 +87,7 @@ class ObjectPrediction:
     link_prob: np.ndarray
     edges: list[tuple[int, int]]
     box_score: float = 1.0
+    relocalised: np.ndarray | None = None
 
 
 @dataclass
@@ -380,7 +362,7 @@ class KLPNet(nn.Module):
     @torch.no_grad()
     def infer(self, images: Tensor, boxes: list[np.ndarray] | None = None,
               category_ids: list[list[int]] | None = None, lis: bool = True,
-              outputs: dict | None = None) -> list[ImagePrediction]:
+              outputs: dict | None = None, feedback: bool | None = None) -> list[ImagePrediction]:
         """Keypoints and links for a batch of images.
 
         Args:
@@ -389,9 +371,13 @@ class KLPNet(nn.Module):
                 None → use the model's detector.
             lis: group nodes with the Location Instability Strategy (else naive top-K per box).
             outputs: precomputed ``forward(images)`` (eval mode) to reuse between LIS on/off.
+            feedback: LIS feedback into CKLM (re-localise the slots LIS left empty from the heatmap
+                around the template prediction, :func:`keypoint.instability.relocalise_missing`);
+                None → the model's ``feedback`` option; only with ``lis``.
         """
         was = self.training
         self.eval()
+        feedback = bool(self.config["feedback"]) if feedback is None else feedback
         try:
             if outputs is None:
                 outputs = self(images)
@@ -407,31 +393,32 @@ class KLPNet(nn.Module):
                     if unknown:
                         raise UserError(f"category id(s) {unknown} unknown to this model "
                                         f"(knows {sorted(self.cat_index)})")
-                preds.append(self._infer_one(outputs, b, bx, cats, bscore, lis))
+                preds.append(self._infer_one(outputs, b, bx, cats, bscore, lis, feedback and lis))
             return preds
         finally:
             self.train(was)
 
-    def _infer_one(self, outputs, b, bx, cats, bscore, lis) -> ImagePrediction:
+    def _nodes(self, outputs: dict, b: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Heatmap peaks of image ``b``: probabilities (h, w), node positions (P, 2) px, scores (P,)."""
         o = self.config
         heat = torch.sigmoid(outputs["heatmaps"][-1][b, 0])
         cells, scores = find_peaks(heat, float(o["peak_threshold"]), int(o["max_peaks"]))
         off = outputs["offsets"][-1][b][:, cells[:, 1], cells[:, 0]].T  # (P, 2)
-        u = cells.float() + off
-        xy = (u + 0.5) * self.stride - 0.5
+        return heat, (cells.float() + off + 0.5) * self.stride - 0.5, scores
+
+    def _slot_log_probs(self, feats_map: Tensor, xy: Tensor, scores: Tensor, bx: np.ndarray,
+                        ci: list[int], kps: list[int]) -> np.ndarray:
+        """Pass 1: (M, O, K_max + 1) log-probabilities of node j being slot k of object o (last column:
+        "not this object"); −1e6 where node j lies outside object o's box."""
+        o = self.config
         node_xy = xy.cpu().numpy().astype(np.float64)
-        node_sc = scores.cpu().numpy().astype(np.float64)
-        ci = [self.cat_index[c] for c in cats]
-        kps = [self.num_kp[c] for c in ci]
         n_obj = len(bx)
-        feats_map = outputs["node_features"][b]
-        dev = feats_map.device
-        # pass 1: every (node, object) membership is a graph node of that object's graph
         member = boxes_membership(node_xy, bx, float(o["box_margin"])) if len(node_xy) and n_obj else \
             np.zeros((len(node_xy), n_obj), bool)
         logp = np.full((len(node_xy), n_obj, self.kmax + 1), -1e6)
         pj, po = np.nonzero(member)
         if len(pj):
+            dev = feats_map.device
             box_t = torch.as_tensor(bx[po], dtype=torch.float32, device=dev)
             x = self._node_inputs(feats_map, xy[pj], box_t, scores[pj])
             cat_t = torch.as_tensor([ci[p] for p in po], dtype=torch.long, device=dev)
@@ -441,48 +428,73 @@ class KLPNet(nn.Module):
                 k = kps[ob]
                 logp[j, ob, :k] = lp[r, :k]
                 logp[j, ob, k] = lp[r, self.kmax]
-        logp = np.maximum(logp, -1e6)
+        return np.maximum(logp, -1e6)
+
+    def _links(self, feats_map: Tensor, kp: list[np.ndarray], sc: list[np.ndarray], bx: np.ndarray,
+               ci: list[int]) -> list[np.ndarray]:
+        """Pass 2: per object (K_o, K_o) link probabilities over its final keypoints (NaN: empty slot)."""
+        dev = feats_map.device
+        sel_o, sel_s = [], []
+        for ob, pts in enumerate(kp):
+            for s_ in np.flatnonzero(np.isfinite(pts).all(1)):
+                sel_o.append(ob)
+                sel_s.append(int(s_))
+        link = [np.full((len(p), len(p)), np.nan) for p in kp]
+        if not sel_o:
+            return link
+        xy = torch.as_tensor(np.array([kp[o_][s_] for o_, s_ in zip(sel_o, sel_s)]), dtype=torch.float32,
+                             device=dev)
+        score = torch.as_tensor([sc[o_][s_] for o_, s_ in zip(sel_o, sel_s)], dtype=torch.float32, device=dev)
+        box_t = torch.as_tensor(bx[sel_o], dtype=torch.float32, device=dev)
+        x = self._node_inputs(feats_map, xy, box_t, score)
+        cat_t = torch.as_tensor([ci[p] for p in sel_o], dtype=torch.long, device=dev)
+        z = self._run_gae(x, self._norm_xy(xy, box_t), torch.as_tensor(sel_o, device=dev), cat_t).z
+        prob = torch.sigmoid(z @ z.T).cpu().numpy()
+        for a in range(len(sel_o)):
+            for c in range(len(sel_o)):
+                if sel_o[a] == sel_o[c] and a != c:
+                    link[sel_o[a]][sel_s[a], sel_s[c]] = prob[a, c]
+        return link
+
+    def _infer_one(self, outputs, b, bx, cats, bscore, lis, feedback=False) -> ImagePrediction:
+        o = self.config
+        heat, xy, scores = self._nodes(outputs, b)
+        node_xy = xy.cpu().numpy().astype(np.float64)
+        node_sc = scores.cpu().numpy().astype(np.float64)
+        ci = [self.cat_index[c] for c in cats]
+        kps = [self.num_kp[c] for c in ci]
+        feats_map = outputs["node_features"][b]
+        logp = self._slot_log_probs(feats_map, xy, scores, bx, ci, kps)
+        tpl = [self.templates[c, : self.num_kp[c]].cpu().numpy().astype(np.float64)
+               if bool(self.has_template[c]) else None for c in ci]
         if lis:
-            tpl = [self.templates[c, : self.num_kp[c]].cpu().numpy().astype(np.float64)
-                   if bool(self.has_template[c]) else None for c in ci]
             grouping = group_nodes_lis(node_xy, node_sc, bx, logp, kps, tpl, float(o["box_margin"]),
                                        float(o["lis_geo_weight"]), float(o["lis_geo_sigma"]),
                                        float(o["lis_outlier_cost"]))
         else:
             grouping = group_nodes_naive(node_xy, node_sc, bx, logp, kps, float(o["box_margin"]))
-        # pass 2: the final graphs → link probabilities
-        sel_j, sel_o, sel_s = [], [], []
-        for ob, idx in enumerate(grouping.node_index):
-            for s, j in enumerate(idx):
-                if j >= 0:
-                    sel_j.append(j)
-                    sel_o.append(ob)
-                    sel_s.append(s)
-        link = [np.full((k, k), np.nan) for k in kps]
-        if sel_j:
-            sj = torch.as_tensor(sel_j, device=dev)
-            box_t = torch.as_tensor(bx[sel_o], dtype=torch.float32, device=dev)
-            x = self._node_inputs(feats_map, xy[sj], box_t, scores[sj])
-            cat_t = torch.as_tensor([ci[p] for p in sel_o], dtype=torch.long, device=dev)
-            z = self._run_gae(x, self._norm_xy(xy[sj], box_t), torch.as_tensor(sel_o, device=dev), cat_t).z
-            prob = torch.sigmoid(z @ z.T).cpu().numpy()
-            for a in range(len(sel_j)):
-                for c in range(len(sel_j)):
-                    if sel_o[a] == sel_o[c] and a != c:
-                        link[sel_o[a]][sel_s[a], sel_s[c]] = prob[a, c]
-        objects = []
+        kp = grouping.keypoints(node_xy)
+        sc = []
+        for idx in grouping.node_index:
+            v = np.zeros(len(idx))
+            v[idx >= 0] = node_sc[idx[idx >= 0]]
+            sc.append(v)
+        moved = [np.zeros(k, bool) for k in kps]
+        if feedback:
+            off = outputs["offsets"][-1][b].cpu().numpy().astype(np.float64)
+            hm = heat.cpu().numpy().astype(np.float64)
+            kp, sc, moved = relocalise_missing(hm, off, self.stride, kp, sc, tpl, bx,
+                                               float(o["feedback_radius"]), float(o["feedback_min_score"]))
+        link = self._links(feats_map, kp, sc, bx, ci)
         thr = float(o["link_threshold"])
-        for ob in range(n_obj):
-            idx = grouping.node_index[ob]
-            kp = np.full((kps[ob], 2), np.nan)
-            sc = np.zeros(kps[ob])
-            kp[idx >= 0] = node_xy[idx[idx >= 0]]
-            sc[idx >= 0] = node_sc[idx[idx >= 0]]
+        objects = []
+        for ob in range(len(bx)):
             lp_ = link[ob]
             edges = [(a, c) for a in range(kps[ob]) for c in range(a + 1, kps[ob])
                      if np.isfinite(lp_[a, c]) and lp_[a, c] > thr]
-            objects.append(ObjectPrediction(category_id=int(cats[ob]), box=bx[ob], keypoints=kp, scores=sc,
-                                            link_prob=lp_, edges=edges, box_score=float(bscore[ob])))
+            objects.append(ObjectPrediction(category_id=int(cats[ob]), box=bx[ob], keypoints=kp[ob],
+                                            scores=sc[ob], link_prob=lp_, edges=edges,
+                                            box_score=float(bscore[ob]), relocalised=moved[ob]))
         return ImagePrediction(objects=objects, nodes=node_xy, node_scores=node_sc, roles=grouping.role,
                                heatmap=heat.cpu().numpy())
 
