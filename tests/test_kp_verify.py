@@ -331,3 +331,32 @@ def test_crown_through_nearest_upsample_with_image_output():
     ).eval()
     lo, hi = output_bounds(net, torch.rand(1, 1, 8, 8), Brightness(0.01), "CROWN")
     assert lo.shape == (1, 128)
+
+
+def test_float_deviation_bounds_float32_against_float64_on_the_set():
+    """The float32 margin (issue 9: output_bounds has none) is a real bound: float32 outputs on sampled
+    points of the set stay within ``dev`` of the float64 network's, and the analysis covers Residual."""
+    import copy
+
+    from keypoint.verify.float_margin import float_deviation
+    from keypoint.verify.reachable import flat_model
+
+    torch.manual_seed(0)
+    net = build_detector(num_keypoints=2, heatmap_size=8, width=4, blocks=1, input_size=16, kernel=3).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    flat = flat_model(net)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for pert in (Brightness(0.1), Contrast(0.2), WhiteNoise(0.05)):
+        fm = float_deviation(flat, x, pert)
+        assert fm is not None and fm.rigorous and (fm.dev > 0).all()
+        pts = pert.sample(x, 64, generator=torch.Generator().manual_seed(1))[:, 0]
+        f64 = copy.deepcopy(flat).double()
+        with torch.no_grad():
+            gap = (flat(pts).double() - f64(pts.double())).abs().numpy()
+        assert (gap <= fm.dev[None]).all()
+        assert fm.dev.max() < 1e-3  # and small enough to be useful
+    assert float_deviation(nn.Sequential(nn.Conv2d(3, 2, 3), nn.GELU()), x, WhiteNoise(0.01)) is None

@@ -42,7 +42,7 @@ from geo_rs.errors import UserError
 
 from .attack import Hit, argmax_uv, attack_assignment
 from .milp import MilpOutcome, solve_rows, spec_rows
-from .reachable import LEVELS, ReachableHeatmaps, add_exact_encoding, compute_reach
+from .reachable import LEVELS, ReachableHeatmaps, add_exact_encoding, check_exact_supported, compute_reach
 from .spec import KeypointSpec
 
 METHODS = ("coupled", "decoupled")
@@ -454,6 +454,8 @@ def verify_instance(
             raise UserError(f"method must be one of {', '.join(METHODS)}; got {m!r}")
     t0 = time.perf_counter()
     inst = prepare(model, image, perturbation)
+    if reachable == "exact":
+        check_exact_supported(inst.net)
     for s in specs:
         if not isinstance(s, KeypointSpec):
             raise UserError(f"spec must be a keypoint.KeypointSpec, got {type(s).__name__}")

@@ -20,13 +20,17 @@ difference is bounded much more tightly than two pixels separately (the common m
 * ``exact``: the whole network encoded by :func:`geo_rs.encode_network` (plain ``nn.Sequential``
   detectors of supported layers, small inputs only).
 
-All float32 bounds are widened by :data:`MARGIN` (relative + absolute) before the float64 MILP uses them.
+Floating point: the bound engine runs on a float64 copy of the detector (bounds of the real-arithmetic
+network, :func:`geo_rs.layer_bounds` with ``dtype=torch.float64``); every bound is then widened by the
+float32 model's rigorous deviation from it plus the engine's float64 rounding
+(:func:`~keypoint.verify.float_margin.float_deviation`), so the sets hold for the float32 model a user
+runs. For model structures that analysis does not know, a heuristic margin is used and a note says so.
+At the exact level the argmax bounds are intersected with the encoder's own (float-sound) output bounds.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,15 +40,15 @@ from torch import Tensor, nn
 from geo_rs.errors import UserError
 
 LEVELS = ("interval", "linear", "exact")
-MARGIN = 1e-5
 MAX_ROWS = 2048  # specification rows per bound call (memory of the backward pass grows with them)
 
 
-def widen(lo: np.ndarray, hi: np.ndarray, scale: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 bounds → sound float64 bounds (``MARGIN · (1 + |v| + scale)`` either way)."""
+def widen(lo, hi, extra: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Real-arithmetic float64 bounds → bounds of the float32 model: ``extra`` (the float margin of each
+    bounded quantity) either way."""
     lo = np.asarray(lo, np.float64)
     hi = np.asarray(hi, np.float64)
-    return lo - MARGIN * (1 + np.abs(lo) + scale), hi + MARGIN * (1 + np.abs(hi) + scale)
+    return lo - extra, hi + extra
 
 
 @dataclass
@@ -86,6 +90,7 @@ class ReachableHeatmaps:
         encoding: the :class:`geo_rs.NetworkEncoding` (exact level) and ``outputs`` its expressions.
         params: how ``t`` maps to the set (see :class:`ParamNet`). seconds: time per stage.
         notes: what deviated from the request (e.g. a bound-method fallback).
+        margin: the :class:`~keypoint.verify.float_margin.FloatMargin` the bounds were widened by.
     """
 
     level: str
@@ -98,6 +103,7 @@ class ReachableHeatmaps:
     params: ParamNet | None = None
     seconds: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    margin: object | None = None
 
     @property
     def n_candidates(self) -> list[int]:
@@ -111,9 +117,6 @@ class ReachableHeatmaps:
 
 
 # ------------------------------------------------------------------------------------------ the model
-_FLAT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 class FlatHeatmaps(nn.Module):
     """``model(x).flatten(1)`` for models that are not an ``nn.Sequential``."""
 
@@ -127,19 +130,27 @@ class FlatHeatmaps(nn.Module):
 
 def flat_model(model: nn.Module) -> nn.Module:
     """The detector with flattened outputs, as the bound engine wants it. A ``Sequential`` stays one
-    (``Sequential(*layers, Flatten())``), so its first layer is fused with brightness/contrast. Cached per
-    model (and rebuilt if its layers were swapped), so the engine's bounded-module cache is reused."""
-    if not isinstance(model, nn.Sequential):
-        key = (id(model),)
-        make = lambda: FlatHeatmaps(model)  # noqa: E731
-    else:
-        key = tuple(id(m) for m in model)
-        make = lambda: nn.Sequential(*model, nn.Flatten())  # noqa: E731
-    hit = _FLAT.get(model)
-    if hit is None or hit[0] != key:
-        hit = (key, make().eval())
-        _FLAT[model] = hit
-    return hit[1]
+    (``Sequential(*layers, Flatten())``), so its first layer is fused with brightness/contrast."""
+    if isinstance(model, nn.Sequential):
+        return nn.Sequential(*model, nn.Flatten()).eval()
+    return FlatHeatmaps(model).eval()
+
+
+def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str]):
+    """The float32 margin per flat output (see :mod:`~keypoint.verify.float_margin`); a heuristic one,
+    with a note, for structures the analysis does not know."""
+    from .float_margin import float_deviation, heuristic_margin
+
+    m = float_deviation(net, x, perturbation)
+    if m is None:
+        with torch.no_grad():
+            out = net(x).double().flatten().numpy()
+        m = heuristic_margin(out.size, out)
+        notes.append(
+            "float32 rounding bounded heuristically (1e-5 relative + absolute): the model's structure is "
+            "not one the float-error analysis knows; certificates hold for the real-arithmetic network"
+        )
+    return m
 
 
 # ------------------------------------------------------------------------------------------ engine calls
@@ -149,28 +160,26 @@ FALLBACK = {"CROWN": "CROWN-IBP", "alpha-CROWN": "CROWN-IBP"}
 def engine_bounds(
     net: nn.Module, x: Tensor, perturbation, method: str, C: Tensor | None, notes: list[str]
 ) -> tuple[Tensor, Tensor, str]:
-    """``geo_rs.output_bounds`` with a documented fallback: when CROWN / alpha-CROWN fail while *computing*
-    bounds (auto_LiRPA 0.3's patches mode raises IndexError on some trained conv nets under brightness,
-    contrast or our parameter networks), CROWN-IBP is used instead and a note says so. A model the engine
-    cannot build at all, or a failure of the fallback, is one UserError line."""
-    from geo_rs import output_bounds
+    """Bounds of ``C · net`` for the real-arithmetic network (:func:`geo_rs.layer_bounds` on a float64
+    copy), with a documented fallback: when CROWN / alpha-CROWN cannot be computed for this model
+    (``UnsupportedModelError``: auto_LiRPA 0.3 trips on some trained conv nets under brightness,
+    contrast or our parameter networks), CROWN-IBP is used instead and a note says so. A failure of the
+    fallback is one UserError line."""
+    from geo_rs import UnsupportedModelError, layer_bounds
 
+    x64 = x.double()
+    C64 = None if C is None else C.double()
     try:
-        lo, hi = output_bounds(net, x, perturbation, method, C=C)
-        return lo, hi, method
-    except Exception as exc:
-        if isinstance(exc, UserError) and "cannot bound this model" in str(exc):
-            raise
-        msg = " ".join(str(exc).split())[:200]
+        out = layer_bounds(net, x64, perturbation, method, C64, dtype=torch.float64).output
+        return out.lower, out.upper, method
+    except UnsupportedModelError as exc:
         if method not in FALLBACK:
-            if isinstance(exc, UserError):
-                raise
-            raise UserError(f"the bound engine failed ({method}, {type(exc).__name__}: {msg})") from exc
-        note = f"{method} failed ({type(exc).__name__}: {msg[:120]}); used {FALLBACK[method]}"
+            raise
+        msg = " ".join(str(exc).split())[:120]
+        note = f"{method} failed ({msg}); used {FALLBACK[method]}"
         if note not in notes:
             notes.append(note)
-    lo, hi, used = engine_bounds(net, x, perturbation, FALLBACK[method], C, notes)
-    return lo, hi, used
+    return engine_bounds(net, x, perturbation, FALLBACK[method], C, notes)
 
 
 # ------------------------------------------------------------------------------------------ interval
@@ -178,16 +187,16 @@ def interval_reach(
     model: nn.Module, x: Tensor, perturbation, method: str, clean: np.ndarray, shape: tuple[int, int, int]
 ) -> ReachableHeatmaps:
     """The interval level (see module docstring). ``clean`` ``(K,)`` flat argmax indices per heatmap."""
-    from geo_rs import output_bounds
-
     t0 = time.perf_counter()
     k, h, w = shape
     net = flat_model(model)
     notes: list[str] = []
+    fm = float_margin(net, x, perturbation, notes)
+    pix = fm.output()
     # Per-pixel bounds only choose which differences to bound: IBP is enough for that and ~100x cheaper
     # than CROWN's identity specification over every pixel (the differences below use ``method``).
-    lo, hi = output_bounds(net, x, perturbation, "IBP")
-    lo, hi = widen(lo[0].numpy(), hi[0].numpy())
+    lo, hi, _ = engine_bounds(net, x, perturbation, "IBP", None, notes)
+    lo, hi = widen(lo[0].numpy(), hi[0].numpy(), pix)
     lo, hi = lo.reshape(k, h * w), hi.reshape(k, h * w)
     pre = [np.flatnonzero(hi[j] >= lo[j, clean[j]]) for j in range(k)]
     pre = [np.concatenate([[clean[j]], p[p != clean[j]]]) for j, p in enumerate(pre)]
@@ -206,8 +215,12 @@ def interval_reach(
             for s in range(0, len(C), MAX_ROWS)
         ]
         method = parts[-1][2]
+        out_i = np.array([j * h * w + i for j, i in rows])
+        out_c = np.array([j * h * w + clean[j] for j, _ in rows])
         dlo, dhi = widen(
-            torch.cat([p[0] for p in parts], 1)[0].numpy(), torch.cat([p[1] for p in parts], 1)[0].numpy()
+            torch.cat([p[0] for p in parts], 1)[0].numpy(),
+            torch.cat([p[1] for p in parts], 1)[0].numpy(),
+            pix[out_i] + pix[out_c],
         )
         # Intersect with the per-pixel bounds (both sound): w_i in [l_i − u_c, u_i − l_c].
         pos = 0
@@ -219,7 +232,7 @@ def interval_reach(
             reach[j].upper[1:] = np.minimum(dhi[pos : pos + n], hi[j, ii] - lo[j, c])
             pos += n
             reach[j].keep(reach[j].upper >= 0)
-    out = ReachableHeatmaps("interval", method, shape, reach, notes=notes)
+    out = ReachableHeatmaps("interval", method, shape, reach, notes=notes, margin=fm)
     out.seconds.update({"pixel_bounds": t1 - t0, "difference_bounds": time.perf_counter() - t1})
     return out
 
@@ -398,7 +411,10 @@ def add_linear_bands(
         ) from exc
     reach.method = used
     a = slopes.double().numpy()  # (M, R, P): exactly the float32 slopes the bounds were computed for
-    lo, hi = widen(lo.numpy(), hi.numpy(), np.abs(a).sum(-1))
+    # Float32 model vs real arithmetic (both pixels of a row) + float64 rounding of the slope terms.
+    pix = reach.margin.output()
+    extra = pix[out_idx.numpy()] + pix[ref_idx.numpy()] + 1e-12 * (1 + np.abs(a).sum(-1))
+    lo, hi = widen(lo.numpy(), hi.numpy(), extra)
     # Over its own cell a band also bounds w: a·t + L >= L + Σ min(a·lo_cell, a·hi_cell).
     c_lo, c_hi = cells[:, None, :, 0], cells[:, None, :, 1]
     w_lo = (lo + np.minimum(a * c_lo, a * c_hi).sum(-1)).min(0)
@@ -419,6 +435,25 @@ def add_linear_bands(
 
 
 # ------------------------------------------------------------------------------------------ exact
+def check_exact_supported(model: nn.Module) -> None:
+    """Refuse (one line) a detector :func:`geo_rs.encode_network` cannot encode, before any work."""
+    from geo_rs.bounds.milp_relu import AFFINE_LAYERS
+
+    if not isinstance(model, nn.Sequential):
+        raise UserError(
+            "reachable='exact' needs an nn.Sequential detector of Conv2d / BatchNorm2d / ReLU / "
+            f"pooling / Linear layers; got {type(model).__name__} (use 'linear' or 'interval')"
+        )
+    for layer in model:
+        if isinstance(layer, nn.Sequential):
+            check_exact_supported(layer)
+        elif not isinstance(layer, (*AFFINE_LAYERS, nn.ReLU, nn.MaxPool2d)):
+            raise UserError(
+                f"reachable='exact': the MILP encoding does not support layer {type(layer).__name__} "
+                "(supported: affine layers, ReLU, MaxPool2d in an nn.Sequential; use 'linear' or 'interval')"
+            )
+
+
 def add_exact_encoding(
     reach: ReachableHeatmaps, model: nn.Module, x: Tensor, perturbation, prob
 ) -> ReachableHeatmaps:
@@ -426,15 +461,20 @@ def add_exact_encoding(
     from geo_rs import encode_network
 
     t0 = time.perf_counter()
-    if not isinstance(model, nn.Sequential):
-        raise UserError(
-            "reachable='exact' needs an nn.Sequential detector of Conv2d / BatchNorm2d / ReLU / "
-            f"pooling / Linear layers; got {type(model).__name__} (use 'linear' or 'interval')"
-        )
+    check_exact_supported(model)
     enc = encode_network(
         nn.Sequential(*model, nn.Flatten()), x, perturbation, reach.method, prob=prob, name="net"
     )
     reach.level, reach.encoding = "exact", enc
+    # The encoder's output bounds hold for every float32 evaluation (the engine's raw output_bounds have
+    # no float32 margin): the argmax gadget's bounds of w_i = f_i − f_c are intersected with them.
+    e_lo, e_hi = (np.asarray(b, np.float64) for b in enc.output_bounds)
+    hw = reach.shape[1] * reach.shape[2]
+    for k, r in enumerate(reach.keypoints):
+        ii, c = k * hw + r.survivors[1:], k * hw + r.clean
+        r.lower[1:] = np.maximum(r.lower[1:], e_lo[ii] - e_hi[c])
+        r.upper[1:] = np.minimum(r.upper[1:], e_hi[ii] - e_lo[c])
+        r.lower[1:] = np.minimum(r.lower[1:], r.upper[1:])
     reach.seconds["exact_encoding"] = time.perf_counter() - t0
     return reach
 
