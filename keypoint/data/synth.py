@@ -189,8 +189,8 @@ class SynthConfig(Schema):
                                   "visibility 0, as COCO")
     num_distractors: list[StrictInt] = setting([1, 4], "range of keypoint-free shapes under the objects",
                                                "shapes", strict=False)
-    category_ids: list[StrictInt] = setting([1, 2, 3, 4], "categories drawn (ids of CATEGORIES; 5 = airstrip)",
-                                            strict=False)
+    category_ids: list[StrictInt] = setting([1, 2, 3, 4],
+                                            "categories drawn (CATEGORIES ids; 5: airstrip)", strict=False)
     noise: float = setting(0.03, "σ of the pixel noise", "intensity (0..1)", ge=0, le=1)
 
     @model_validator(mode="after")

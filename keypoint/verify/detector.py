@@ -192,7 +192,8 @@ class DetectorConfig(Schema):
 # ----------------------------------------------------------------------------------------------- data
 def make_crops(data_cfg: DataSection, split: str) -> dict[str, torch.Tensor]:
     """Crops of one category: ``image (N, 3, S, S)``, ``keypoints (N, K, 2)`` crop pixels,
-    ``visibility (N, K)``, ``norm (N,)`` (instance box side in crop pixels, the PCK normaliser)."""
+    ``visibility (N, K)``, ``norm (N,)`` (instance box side in crop pixels, the PCK normaliser),
+    ``crop_to_image (N, 3, 3)`` (crop pixel → image pixel)."""
     from ..data import KeypointCropDataset, KeypointLayout, SynthConfig, generate_dataset
     from ..data.synth import ALL_CATEGORIES
 
@@ -222,6 +223,7 @@ def make_crops(data_cfg: DataSection, split: str) -> dict[str, torch.Tensor]:
         "keypoints": torch.stack([it["keypoints"][0] for it in items]),
         "visibility": torch.stack([it["visibility"][0] for it in items]),
         "norm": boxes[:, 2:].amax(1) / scale,
+        "crop_to_image": torch.stack([it["crop_to_image"] for it in items]),
     }
 
 

@@ -40,7 +40,10 @@ from torch import Tensor, nn
 from geo_rs.errors import UserError
 
 LEVELS = ("interval", "linear", "exact")
-MAX_ROWS = 2048  # specification rows per bound call (memory of the backward pass grows with them)
+# Specification rows × batch per bound call: the backward pass holds (rows × batch × activations) float64
+# values, ~GBs beyond a few hundred rows on a 64x64 detector (4096 rows × 8 cells ran a 23 GB machine out
+# of memory).
+MAX_ROWS = 256
 
 
 def widen(lo, hi, extra: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +406,13 @@ def add_linear_bands(
     centres = torch.as_tensor(cells.mean(-1), dtype=torch.float32)
     radius = float((cells[0, 0, 1] - cells[0, 0, 0]) / 2)
     try:
-        lo, hi, used = engine_bounds(pnet, centres, WhiteNoise(radius), reach.method, C, reach.notes)
+        step = max(MAX_ROWS // m, 1)
+        parts = [
+            engine_bounds(pnet, centres, WhiteNoise(radius), reach.method, C[:, s : s + step], reach.notes)
+            for s in range(0, C.shape[1], step)
+        ]
+        lo, hi = torch.cat([q[0] for q in parts], 1), torch.cat([q[1] for q in parts], 1)
+        used = parts[-1][2]
     except UserError as exc:
         raise UserError(
             f"the linear reachable level failed on this model and perturbation ({exc}); "
