@@ -26,8 +26,9 @@ def checkpoint(tmp_path_factory):
 
 
 def _args(ckpt, out, *extra):
-    return ["keypoint", "verify", str(ckpt), "--images", "2", "--perturbation", "brightness", "--eps", "0.001",
-            "--reachable", "interval", "--bounds-method", "IBP", "--time-limit", "20", "--attack-random", "8",
+    return ["keypoint", "verify", str(ckpt), "--images", "2", "--perturbation", "brightness",
+            "--eps", "0.001", "--reachable", "interval", "--bounds-method", "IBP", "--time-limit", "20",
+            "--attack-random", "8",
             "--quiet", "--out", str(out), *extra]
 
 
@@ -50,7 +51,7 @@ def test_verify_writes_records_with_candidate_sets_and_resumes(checkpoint, tmp_p
         assert r["stride"] == 2
         inp = [np.asarray(c) for c in r["candidates_input"]]
         assert all(np.allclose(i, (c + 0.5) * 2 - 0.5) for i, c in zip(inp, cands))
-        assert np.asarray(r["crop_to_image"]).shape == (3, 3)
+        assert np.asarray(r["crop_to_image"]).shape == (2, 3)
         if r["verdict"] == "counterexample":
             assert (out / r["counterexample"]).is_file()
     by = {(r["image"], r["spec"], r["method"]): r["verdict"] for r in recs}

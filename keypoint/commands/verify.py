@@ -61,7 +61,7 @@ def load_model(path: str):
 
 
 def load_data(data: str, n: int, info: dict):
-    """``(images (N, C, H, W), crop_to_image (N, 3, 3))`` — the first ``n`` instances."""
+    """``(images (N, C, H, W), crop_to_image (N, 2, 3))`` — the first ``n`` instances."""
     if data == "synth":
         if info["kind"] != "verification-detector":
             raise UserError("--data synth needs a verification-detector checkpoint; give a COCO JSON")

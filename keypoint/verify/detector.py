@@ -193,7 +193,7 @@ class DetectorConfig(Schema):
 def make_crops(data_cfg: DataSection, split: str) -> dict[str, torch.Tensor]:
     """Crops of one category: ``image (N, 3, S, S)``, ``keypoints (N, K, 2)`` crop pixels,
     ``visibility (N, K)``, ``norm (N,)`` (instance box side in crop pixels, the PCK normaliser),
-    ``crop_to_image (N, 3, 3)`` (crop pixel → image pixel)."""
+    ``crop_to_image (N, 2, 3)`` (affine, crop pixel → image pixel)."""
     from ..data import KeypointCropDataset, KeypointLayout, SynthConfig, generate_dataset
     from ..data.synth import ALL_CATEGORIES
 

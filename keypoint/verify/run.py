@@ -16,7 +16,8 @@ holds them all, ``results.tsv`` the scalar columns):
 * ``candidates``: per keypoint a list of ``[u, v]`` heatmap pixels (clean first): a sound superset of
   every argmax position the network can take on the set (independent of the spec), and
   ``candidates_input``: the same as input (crop) pixel centres ``(j + 0.5)·stride − 0.5``; with
-  ``crop_to_image`` (3×3, crop pixel → image pixel, when the data has it) they map to image pixels.
+  ``crop_to_image`` (a 2×3 affine A, when the data has it: image pixel = A · [u, v, 1] for crop pixel
+  (u, v)) they map to image pixels.
   This is the ``list of N (n_i, 2) candidate-pixel arrays`` that :func:`geo_rs.pose_error_bound` takes:
   ``[np.array(c) for c in record["candidates_input"]]`` (after mapping with ``crop_to_image`` if the
   pose is in image coordinates);
