@@ -244,11 +244,16 @@ def _check_options(
 
 
 def reachable_heatmaps(
-    inst: Instance, reachable: str = "linear", bounds_method: str = "CROWN", max_terms: int | None = 256
+    inst: Instance,
+    reachable: str = "linear",
+    bounds_method: str = "CROWN",
+    max_terms: int | None = 256,
+    float32: str = "rigorous",
 ) -> ReachableHeatmaps:
     """The reachable heatmaps of an instance (reusable across specs and methods)."""
     return compute_reach(
-        inst.net, inst.x, inst.perturbation, reachable, bounds_method, inst.clean_flat, inst.shape, max_terms
+        inst.net, inst.x, inst.perturbation, reachable, bounds_method, inst.clean_flat, inst.shape, max_terms,
+        float32=float32,
     )
 
 
@@ -444,10 +449,18 @@ def verify_instance(
     *,
     max_terms: int | None = 256,
     attack: dict | None = None,
+    float32: str = "rigorous",
 ) -> list[KeypointVerification]:
     """The per-instance unit of a dataset run: reachable heatmaps computed once, then every spec (e.g. a
     sweep of δ) × method. Returns results in ``specs``-major order; each result's ``seconds`` includes
-    the shared reachability time."""
+    the shared reachability time. ``float32``: "rigorous" (bounds widened by the float32 model's
+    forward-error bound, :mod:`~keypoint.verify.float_margin`) or "heuristic" (1e-5 relative: a
+    certificate for the real-arithmetic network; a note says so)."""
+    from geo_rs.checks import choice
+
+    from .reachable import FLOAT32
+
+    choice("float32", float32, FLOAT32)
     reachable, bounds_method, solver = _check_options(reachable, bounds_method, solver, time_limit)
     for m in methods:
         if m not in METHODS:
@@ -462,7 +475,7 @@ def verify_instance(
         s.check(inst.shape[0])
         inst.scale(s)
     reach = reachable_heatmaps(
-        inst, "linear" if reachable == "exact" else reachable, bounds_method, max_terms
+        inst, "linear" if reachable == "exact" else reachable, bounds_method, max_terms, float32
     )
     if reachable == "exact":
         reach.level = "exact"  # the exact MILP runs after the linear one (see _solve)

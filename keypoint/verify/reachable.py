@@ -139,19 +139,24 @@ def flat_model(model: nn.Module) -> nn.Module:
     return FlatHeatmaps(model).eval()
 
 
-def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str]):
-    """The float32 margin per flat output (see :mod:`~keypoint.verify.float_margin`); a heuristic one,
-    with a note, for structures the analysis does not know."""
+FLOAT32 = ("rigorous", "heuristic")
+
+
+def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str], float32: str = "rigorous"):
+    """The float32 margin per flat output (see :mod:`~keypoint.verify.float_margin`): ``rigorous`` (the
+    forward-error analysis) or, when asked or for structures the analysis does not know, a heuristic
+    ``1e-5·(1 + |f|)`` with a note (certificates then hold for the real-arithmetic network)."""
     from .float_margin import float_deviation, heuristic_margin
 
-    m = float_deviation(net, x, perturbation)
+    m = float_deviation(net, x, perturbation) if float32 == "rigorous" else None
     if m is None:
         with torch.no_grad():
             out = net(x).double().flatten().numpy()
         m = heuristic_margin(out.size, out)
+        why = "asked" if float32 != "rigorous" else "the model's structure is not one the analysis knows"
         notes.append(
-            "float32 rounding bounded heuristically (1e-5 relative + absolute): the model's structure is "
-            "not one the float-error analysis knows; certificates hold for the real-arithmetic network"
+            f"float32 rounding bounded heuristically (1e-5 relative + absolute; {why}): certificates hold "
+            "for the real-arithmetic network, not rigorously for float32"
         )
     return m
 
@@ -187,14 +192,20 @@ def engine_bounds(
 
 # ------------------------------------------------------------------------------------------ interval
 def interval_reach(
-    model: nn.Module, x: Tensor, perturbation, method: str, clean: np.ndarray, shape: tuple[int, int, int]
+    model: nn.Module,
+    x: Tensor,
+    perturbation,
+    method: str,
+    clean: np.ndarray,
+    shape: tuple[int, int, int],
+    float32: str = "rigorous",
 ) -> ReachableHeatmaps:
     """The interval level (see module docstring). ``clean`` ``(K,)`` flat argmax indices per heatmap."""
     t0 = time.perf_counter()
     k, h, w = shape
     net = flat_model(model)
     notes: list[str] = []
-    fm = float_margin(net, x, perturbation, notes)
+    fm = float_margin(net, x, perturbation, notes, float32)
     pix = fm.output()
     # Per-pixel bounds only choose which differences to bound: IBP is enough for that and ~100x cheaper
     # than CROWN's identity specification over every pixel (the differences below use ``method``).
@@ -498,9 +509,10 @@ def compute_reach(
     shape: tuple[int, int, int],
     max_terms: int | None = 256,
     splits: int | None = None,
+    float32: str = "rigorous",
 ) -> ReachableHeatmaps:
     """Interval reach, upgraded to ``linear`` if asked (``exact`` is encoded into the MILP later)."""
-    reach = interval_reach(model, x, perturbation, method, clean, shape)
+    reach = interval_reach(model, x, perturbation, method, clean, shape, float32)
     if level == "linear":
         add_linear_bands(reach, model, x, perturbation, max_terms, splits)
     return reach
