@@ -142,6 +142,10 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                    help="bound method of the reachable heatmaps: IBP, CROWN-IBP, CROWN, alpha-CROWN "
                         "(default CROWN-IBP)")
     p.add_argument("--solver", nargs="+", default=["cbc"], help="MILP solvers: cbc, highs (default cbc)")
+    p.add_argument("--float32", default="rigorous",
+                   help="float32 rounding of the detector: rigorous (forward-error bound; sound for the "
+                        "float32 model) or heuristic (1e-5 relative; sound for the real-arithmetic network "
+                        "only) (default rigorous)")
     p.add_argument("--time-limit", type=float, default=60.0,
                    help="MILP time per instance (seconds; default 60); a time-out is 'unknown'")
     p.add_argument("--attack-random", type=int, default=64,

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         solvers=[s.lower() for s in args.solver],
         time_limit=args.time_limit,
         attack={"n_random": args.attack_random},
+        float32=args.float32,
     )
     check_config(config)  # before the (slow) model and data loading
     model, info = load_model(args.checkpoint)

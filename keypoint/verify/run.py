@@ -53,6 +53,7 @@ class RunConfig:
     time_limit: float = 60.0
     attack: dict = field(default_factory=dict)
     save_counterexamples: bool = True
+    float32: str = "rigorous"
 
 
 def make_perturbation(name: str, eps: float):
@@ -133,6 +134,7 @@ def verify_work_unit(state: dict, unit: Unit) -> dict:
     results = verify_instance(
         state["model"], image, make_perturbation(pert, eps), state["specs"], level, cfg.bounds_method,
         tuple(cfg.methods), solver, cfg.time_limit, attack={**cfg.attack, "seed": unit.seed % 2**31},
+        float32=cfg.float32,
     )
     head = {"image": i, "perturbation": pert, "eps": eps, "reachable": level, "crop_to_image": affine}
     out = []
@@ -310,3 +312,5 @@ def check_config(config: RunConfig) -> None:
         if s.lower() not in ("cbc", "highs"):
             raise UserError(f"--solver: unknown {s!r}; choose from cbc, highs")
     positive_finite("--time-limit", config.time_limit, "seconds")
+    if config.float32 not in ("rigorous", "heuristic"):
+        raise UserError(f"--float32: unknown {config.float32!r}; choose from rigorous, heuristic")
