@@ -67,6 +67,7 @@ def run(args) -> list[dict]:
                         bounds_method=args.bounds,
                         solver=solver,
                         time_limit=args.time_limit,
+                        float32=args.float32,
                     )
                     wall = time.perf_counter() - t0
                     for r, (d, method) in zip(
@@ -161,17 +162,31 @@ def main(argv=None) -> None:
         "--time-limit", type=float, default=20.0, help="MILP seconds per verification (default 20)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--float32", default="rigorous", choices=["rigorous", "heuristic"],
+                   help="float32 margin of the reachable sets (default rigorous)")
     p.add_argument("--quick", action="store_true", help="2 images, brightness only, CBC only")
     p.add_argument("--out", default=None, help="write rows + summary as JSON here")
     args = p.parse_args(argv)
     if args.quick:
         args.images, args.eps, args.solvers = 2, {"brightness": args.eps.get("brightness", 0.002)}, ["cbc"]
     torch.set_num_threads(args.threads)
-    import os
 
-    print(f"load: {os.getloadavg()[0]:.1f}  threads: {args.threads}  bounds: {args.bounds}", flush=True)
+    import subprocess
+
+    def uptime() -> str:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+    start = uptime()
+    print(f"uptime at start: {start}  threads: {args.threads}  bounds: {args.bounds}", flush=True)
     rows = run(args)
-    text = summarise(rows, args)
+    model = load_detector(args.checkpoint)
+    k, h = model[-1].out_channels, int(args.checkpoint.rsplit("_", 1)[-1].split(".")[0])
+    med = float(np.median([r["seconds"] for r in rows])) if rows else float("nan")
+    text = summarise(rows, args) + (
+        f"\n\nmedian seconds per instance at {k} keypoints x {h}x{h} heatmaps (all levels, ε, δ): "
+        f"{med:.2f} s "
+        f"(target <= 10 s; ratio {med / 10:.2f}); uptime at start: {start}; at end: {uptime()}"
+    )
     print(text)
     if args.out:
         write_json(
