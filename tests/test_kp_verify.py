@@ -360,3 +360,27 @@ def test_float_deviation_bounds_float32_against_float64_on_the_set():
         assert (gap <= fm.dev[None]).all()
         assert fm.dev.max() < 1e-3  # and small enough to be useful
     assert float_deviation(nn.Sequential(nn.Conv2d(3, 2, 3), nn.GELU()), x, WhiteNoise(0.01)) is None
+
+
+@pytest.mark.parametrize("status", ["Not Solved", "Undefined", "Infeasible-at-time-limit"])
+def test_no_certificate_unless_the_solver_proved_it(toy, monkeypatch, status):
+    """A MILP that did not prove infeasibility (time-out, solver error, an 'infeasible' at the time
+    limit) never becomes CERTIFIED: only bound-only proofs remain."""
+    import geo_rs
+    from geo_rs.bounds.milp_result import MilpResult
+
+    def unproved(prob, solver="CBC", time_limit=None, msg=False):
+        return MilpResult(Verdict.UNKNOWN, False, None, None, solver, status, "No Solution Found", 1.0, 0, 0,
+                          0)
+
+    monkeypatch.setattr(geo_rs, "solve_milp", unproved)
+    net, xs = toy
+    solved = 0
+    for spec in (KeypointSpec.l1(0), KeypointSpec.l1(2)):
+        for method in ("coupled", "decoupled"):
+            (r,) = verify_instance(net, xs[0], Brightness(0.4), [spec], "linear", "IBP", (method,), "cbc", 5,
+                                   attack={"n_random": 4, "restarts": 0, "steps": 2})
+            solved += status in r.status
+            assert r.proof != "milp", (spec, method, r.proof, r.status)
+            assert not r.certified or "milp" not in r.proof
+    assert solved  # the MILP path was exercised
