@@ -30,18 +30,20 @@ from keypoint.verify.detector import DataSection, load_detector, make_crops  # n
 from keypoint.verify.run import RunConfig, make_perturbation, run_dataset, summarize, write_outputs  # noqa: E402
 
 EPS = {"noise": [0.0005, 0.001, 0.002], "brightness": [0.002, 0.005, 0.01], "contrast": [0.005, 0.01, 0.02]}
+EPS_TOY = {"noise": [0.02, 0.05, 0.1], "brightness": [0.1, 0.3, 0.5], "contrast": [0.2, 0.5, 0.8]}
 
 
 def configs(args) -> list[tuple[str, float, str, str]]:
     """Priority order: every (perturbation, ε) at the interval level with CBC first, then linear, then the
     HiGHS comparison at the middle ε (cut by the time budget from the end)."""
     out = []
+    grid = EPS_TOY if args.checkpoint == "toy" else EPS
     for level in args.levels:
         for pert in args.perturbations:
-            for eps in EPS[pert]:
+            for eps in grid[pert]:
                 out.append((pert, eps, level, "cbc"))
     for pert in args.perturbations:
-        out.append((pert, EPS[pert][1], args.levels[0], "highs"))
+        out.append((pert, grid[pert][1], args.levels[0], "highs"))
     return out
 
 
@@ -90,10 +92,57 @@ def _spec_text(described: str) -> str:
     return f"{kind}:{delta}"
 
 
+def toy_detector(n_images: int, seed: int = 0):
+    """A small plain-Sequential detector (2 keypoints: a red and a green 3x3 square on grey noise,
+    16x16 images, 8x8 heatmaps) trained for ~300 steps — for a study when no trained verification
+    detector is at hand. Returns ``(model, images)``."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    size, k = 16, 2
+
+    def batch(n):
+        x = 0.3 + 0.2 * torch.rand(n, 3, size, size, generator=gen)
+        kp = torch.randint(2, size - 2, (n, k, 2), generator=gen)
+        for i in range(n):
+            for j in range(k):
+                u, v = kp[i, j]
+                x[i, j, v - 1 : v + 2, u - 1 : u + 2] = 0.95
+        return x, kp
+
+    def targets(kp, sigma=0.8):
+        hm = torch.arange(size // 2).float()
+        c = (kp.float() + 0.5) / 2 - 0.5
+        gx = torch.exp(-((hm[None, None, None, :] - c[..., 0, None, None]) ** 2) / (2 * sigma**2))
+        gy = torch.exp(-((hm[None, None, :, None] - c[..., 1, None, None]) ** 2) / (2 * sigma**2))
+        return gx * gy
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, 1, 1), torch.nn.ReLU(), torch.nn.Conv2d(6, 6, 3, 2, 1), torch.nn.ReLU(),
+        torch.nn.Conv2d(6, k, 3, 1, 1),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(300):
+        x, kp = batch(32)
+        loss = ((net(x) - targets(kp)) ** 2).sum((-1, -2)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval(), list(batch(n_images)[0])
+
+
+def load_study(a):
+    if a.checkpoint == "toy":
+        return toy_detector(a.images)
+    model = load_detector(a.checkpoint)
+    ck = torch.load(a.checkpoint, weights_only=False, map_location="cpu")
+    data = DataSection(**ck["config"]["data"]).model_copy(update={"val_images": a.images})
+    return model, list(make_crops(data, "val")["image"][: a.images])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="runs/kp_verify/detector_16.pt",
-                   help="detector (default %(default)s)")
+                   help="detector, or 'toy' (see toy_detector) (default %(default)s)")
     p.add_argument("--images", type=int, default=6, help="validation crops (default %(default)s)")
     p.add_argument("--deltas", default="0,1,2,4,8,16", help="l1 budgets δ, heatmap px (default %(default)s)")
     p.add_argument("--perturbations", nargs="+", default=["brightness", "contrast", "noise"])
@@ -110,11 +159,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
-    model = load_detector(a.checkpoint)
-    ck = torch.load(a.checkpoint, weights_only=False, map_location="cpu")
-    data = DataSection(**ck["config"]["data"]).model_copy(update={"val_images": a.images})
-    crops = make_crops(data, "val")
-    images = list(crops["image"][: a.images])
+    model, images = load_study(a)
     specs = [KeypointSpec.l1(float(d)).__dict__.copy() for d in a.deltas.split(",")]
     rows, attack, done = [], {"attacked": 0, "violations": 0}, []
     for pert, eps, level, solver in configs(a):
