@@ -93,41 +93,13 @@ def _spec_text(described: str) -> str:
 
 
 def toy_detector(n_images: int, seed: int = 0):
-    """A small plain-Sequential detector (2 keypoints: a red and a green 3x3 square on grey noise,
-    16x16 images, 8x8 heatmaps) trained for ~300 steps — for a study when no trained verification
-    detector is at hand. Returns ``(model, images)``."""
-    torch.manual_seed(seed)
+    """The toy detector of :mod:`keypoint.verify.toy` (2 keypoints, 16x16 images, 8x8 heatmaps) trained
+    for 300 steps, and ``n_images`` toy images — for a study without a trained verification detector."""
+    from keypoint.verify.toy import toy_images, train_toy
+
     gen = torch.Generator().manual_seed(seed)
-    size, k = 16, 2
-
-    def batch(n):
-        x = 0.3 + 0.2 * torch.rand(n, 3, size, size, generator=gen)
-        kp = torch.randint(2, size - 2, (n, k, 2), generator=gen)
-        for i in range(n):
-            for j in range(k):
-                u, v = kp[i, j]
-                x[i, j, v - 1 : v + 2, u - 1 : u + 2] = 0.95
-        return x, kp
-
-    def targets(kp, sigma=0.8):
-        hm = torch.arange(size // 2).float()
-        c = (kp.float() + 0.5) / 2 - 0.5
-        gx = torch.exp(-((hm[None, None, None, :] - c[..., 0, None, None]) ** 2) / (2 * sigma**2))
-        gy = torch.exp(-((hm[None, None, :, None] - c[..., 1, None, None]) ** 2) / (2 * sigma**2))
-        return gx * gy
-
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 6, 3, 1, 1), torch.nn.ReLU(), torch.nn.Conv2d(6, 6, 3, 2, 1), torch.nn.ReLU(),
-        torch.nn.Conv2d(6, k, 3, 1, 1),
-    )
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(300):
-        x, kp = batch(32)
-        loss = ((net(x) - targets(kp)) ** 2).sum((-1, -2)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval(), list(batch(n_images)[0])
+    net = train_toy(300, seed, gen)
+    return net, list(toy_images(n_images, gen)[0])  # the images continue the training generator
 
 
 def load_study(a):

@@ -12,54 +12,18 @@ from keypoint import KeypointSpec, KeypointVerification, verify_keypoints, verif
 from keypoint.verify import verify_instance
 from keypoint.verify.attack import argmax_uv, pgd_toward
 from keypoint.verify.detector import build_detector
+from keypoint.verify.toy import K, toy_images, train_toy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-S, K = 16, 2  # 16x16 images, 2 keypoints, 8x8 heatmaps
-
-
-def toy_images(n, gen):
-    """Grey noise backgrounds with a red and a green 3x3 square; keypoints at the squares' centres."""
-    x = 0.3 + 0.2 * torch.rand(n, 3, S, S, generator=gen)
-    kp = torch.randint(2, S - 2, (n, K, 2), generator=gen)
-    for i in range(n):
-        for k in range(K):
-            u, v = kp[i, k]
-            x[i, k, v - 1 : v + 2, u - 1 : u + 2] = 0.95
-    return x, kp
-
-
-def toy_targets(kp, sigma=0.8):
-    hm = torch.arange(S // 2).float()
-    c = (kp.float() + 0.5) / 2 - 0.5
-    gx = torch.exp(-((hm[None, None, None, :] - c[..., 0, None, None]) ** 2) / (2 * sigma**2))
-    gy = torch.exp(-((hm[None, None, :, None] - c[..., 1, None, None]) ** 2) / (2 * sigma**2))
-    return gx * gy
-
-
 @pytest.fixture(scope="module")
 def toy():
-    return train_toy()
+    return train_toy_checked()
 
 
-def train_toy():
+def train_toy_checked():
     """A plain Sequential detector (the exact level can encode it), trained for a couple of seconds."""
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, 1, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, 2, 1), nn.ReLU(), nn.Conv2d(6, K, 3, 1, 1)
-    )
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    n1 = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for _ in range(250):
-        x, kp = toy_images(32, gen)
-        loss = ((net(x) - toy_targets(kp)) ** 2).sum((-1, -2)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.set_num_threads(n1)
-    net.eval()
+    net = train_toy(250, 0)
     x, kp = toy_images(6, torch.Generator().manual_seed(1))
     pred = argmax_uv(net(x))
     assert np.abs(pred - (kp.numpy() // 2)).max() <= 1  # it learned the task
