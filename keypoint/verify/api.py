@@ -503,6 +503,7 @@ def _verify_one(
     out_dir,
     max_terms,
     attack,
+    float32="rigorous",
 ) -> KeypointVerification:
     (r,) = verify_instance(
         model,
@@ -516,6 +517,7 @@ def _verify_one(
         time_limit,
         max_terms=max_terms,
         attack=attack,
+        float32=float32,
     )
     if out_dir is not None:
         r.save(out_dir)
@@ -535,6 +537,7 @@ def verify_keypoints(
     out_dir: str | Path | None = None,
     max_terms: int | None = 256,
     attack: dict | None = None,
+    float32: str = "rigorous",
 ) -> KeypointVerification:
     """Coupled verification of ``spec`` for every input of ``perturbation`` around ``image (C, H, W)``.
 
@@ -548,6 +551,7 @@ def verify_keypoints(
         out_dir: where to save the result JSON and a counterexample (PNG + .pt).
         max_terms: white noise at the linear level: coefficients kept per band (None: all pixels).
         attack: options of :func:`keypoint.verify.attack.attack_assignment` (steps, restarts, n_random, seed).
+        float32: "rigorous" (default) or "heuristic" float32 margin (see :func:`verify_instance`).
     """
     return _verify_one(
         "coupled",
@@ -562,6 +566,7 @@ def verify_keypoints(
         out_dir,
         max_terms,
         attack,
+        float32,
     )
 
 
@@ -578,6 +583,7 @@ def verify_keypoints_decoupled(
     out_dir: str | Path | None = None,
     max_terms: int | None = 256,
     attack: dict | None = None,
+    float32: str = "rigorous",
 ) -> KeypointVerification:
     """The decoupled baseline: each keypoint alone against its even share of the budget (same arguments
     and result type as :func:`verify_keypoints`)."""
@@ -594,4 +600,5 @@ def verify_keypoints_decoupled(
         out_dir,
         max_terms,
         attack,
+        float32,
     )
