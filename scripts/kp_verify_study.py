@@ -40,8 +40,8 @@ def configs(args) -> list[tuple[str, float, str, str]]:
     grid = EPS_TOY if args.checkpoint == "toy" else EPS
     for level in args.levels:
         for pert in args.perturbations:
-            for eps in grid[pert]:
-                out.append((pert, eps, level, "cbc"))
+            for j in args.eps_index:
+                out.append((pert, grid[pert][j], level, "cbc"))
     for pert in args.perturbations:
         out.append((pert, grid[pert][1], args.levels[0], "highs"))
     return out
@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--deltas", default="0,1,2,4,8,16", help="l1 budgets δ, heatmap px (default %(default)s)")
     p.add_argument("--perturbations", nargs="+", default=["brightness", "contrast", "noise"])
     p.add_argument("--levels", nargs="+", default=["interval", "linear"])
+    p.add_argument("--eps-index", nargs="+", type=int, default=[0, 1, 2],
+                   help="which of the three ε of each perturbation's grid (default 0 1 2)")
     p.add_argument("--bounds-method", default="CROWN-IBP", help="(default %(default)s)")
     p.add_argument("--time-limit", type=float, default=20.0, help="MILP seconds per instance (default 20)")
     p.add_argument("--samples", type=int, default=10_000,
