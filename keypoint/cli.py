@@ -1,4 +1,4 @@
-"""``geo-rs keypoint`` — make-data | train | eval | predict.
+"""``geo-rs keypoint`` — make-data | train | eval | predict | certify-rs | pose-bound.
 
 * ``geo-rs keypoint make-data OUT_DIR [--num-images N] [--seed S] [--image-size P] [--preset coco-like]
   [--occlusion-rate R] [--truncation-rate R] [--max-objects M]`` — synthetic COCO keypoint set
@@ -8,6 +8,10 @@
   holding another model is refused unless ``--fresh``; prints the validation metrics.
 * ``geo-rs keypoint eval CHECKPOINT [--data COCO_JSON] [--out JSON]`` — metrics on the checkpoint's
   validation split (or the given COCO file).
+* ``geo-rs keypoint certify-rs CHECKPOINT --data DIR --sigma S --eps E... --n N --alpha A --out DIR`` —
+  median-smoothing keypoint boxes over a dataset; table and plot of keypoints certified within r px vs ε.
+* ``geo-rs keypoint pose-bound CHECKPOINT --data DIR --certifier median-smoothing|milp --max-rot-deg D
+  --max-trans T --out DIR`` — certified pose-error bounds per image, verdicts, PNGs, a summary table.
 * ``geo-rs keypoint predict IMAGE --checkpoint CKPT [--box x,y,w,h ...] [--annotations COCO_JSON]
   [--category ID|auto] [--out PNG]`` — keypoints and links drawn on the image, JSON on stdout.
 * ``geo-rs keypoint verify CHECKPOINT --data synth|COCO_JSON --perturbation noise brightness contrast
@@ -60,6 +64,10 @@ def _make_data_args(p: argparse.ArgumentParser) -> None:
         kind = int if name in ("image_size", "max_objects") else float
         p.add_argument(flag, type=kind, default=None, help=field_help(SynthConfig, name).replace(
             "; default", "; default: the preset's value, else"))
+    p.add_argument("--posed", nargs="+", choices=["runway", "cuboid"], default=None, metavar="OBJECT",
+                   help="instead: posed images of a known 3D object (runway: planar, 6 keypoints; cuboid: "
+                        "8 corners) with ground-truth camera K, R, t in cameras.json, for pose-bound; takes "
+                        "--num-images, --seed, --image-size (default: none, the multi-class synthetic set)")
 
 
 def _override_help(schema, name: str, section: str = "train") -> str:
@@ -162,6 +170,68 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown on a terminal)")
 
 
+def _rs_args(p: argparse.ArgumentParser, eps_default: list[float]) -> None:
+    """Checkpoint, data, median-smoothing and execution options shared by certify-rs and pose-bound."""
+    p.add_argument("checkpoint", help="last.pt of a top-down model written by 'geo-rs keypoint train'")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="COCO folder with annotations.json and images/ (pose-bound: also cameras.json, "
+                        "from 'geo-rs keypoint make-data DIR --posed') (required)")
+    p.add_argument("--images", type=int, default=None,
+                   help="use the first N images (images; default: all)")
+    p.add_argument("--sigma", type=float, default=0.1,
+                   help="median smoothing: std of the Gaussian noise on the image (pixel intensity in "
+                        "[0, 1]; default 0.1)")
+    p.add_argument("--eps", type=float, nargs="+", default=eps_default,
+                   help=f"L2 radii to certify, one sample set for all (pixel intensity; default "
+                        f"{eps_default})")
+    p.add_argument("--n", type=int, default=1000,
+                   help="noisy forward passes per instance (samples; default 1000)")
+    p.add_argument("--alpha", type=float, default=0.001,
+                   help="failure probability per instance, joint over its keypoints (default 0.001)")
+    p.add_argument("--batch-size", type=int, default=1000,
+                   help="noisy images per forward batch (images; default 1000)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed; each instance's noise depends on (seed, its id) only (default 0)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (processes; default 1: this process)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address or 'local' (default: $GEO_RS_CLUSTER, else the local pool)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder (finished units resume) (required)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete results of a different earlier run in --out (default: resume or refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown on a terminal)")
+
+
+def _certify_rs_args(p: argparse.ArgumentParser) -> None:
+    _rs_args(p, [0.0, 0.05, 0.1, 0.2])
+    p.add_argument("--radii", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0],
+                   help="table columns: certified within r pixels of the truth (pixels; default 1 2 4 8)")
+
+
+def _pose_bound_args(p: argparse.ArgumentParser) -> None:
+    _rs_args(p, [0.0, 0.05, 0.1])
+    p.add_argument("--certifier", choices=["median-smoothing", "milp"], default="median-smoothing",
+                   help="where the keypoint sets come from: median smoothing of the detector (boxes) or the "
+                        "MILP argmax verifier's candidate pixels (--candidates) (default median-smoothing)")
+    p.add_argument("--candidates", default=None, metavar="JSON",
+                   help="milp: candidate-set file {\"eps\": ε, \"images\": [{\"image_id\": id, "
+                        "\"candidates\": [[[x, y], ...] per keypoint]}]} in image pixels (centres at "
+                        "integers) (default: none)")
+    p.add_argument("--max-rot-deg", type=float, default=5.0,
+                   help="tolerance on the rotation error (degrees, geodesic; default 5)")
+    p.add_argument("--max-trans", type=float, default=None,
+                   help="tolerance on the translation error ‖t − t_gt‖ (world units, e.g. m; default: "
+                        "10 %% of the distance to the object)")
+    p.add_argument("--time-limit", type=float, default=20.0,
+                   help="budget of one pose bound; when it ends the bound is sound but looser "
+                        "(seconds; default 20)")
+    p.add_argument("--rtol", type=float, default=0.25,
+                   help="stop refining a bound within this factor of the worst error found (default 0.25)")
+    p.add_argument("--figures", type=int, default=12,
+                   help="per-image PNGs to draw (images; default 12, 0: none)")
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("make-data", "generate a synthetic COCO keypoint dataset", _make_data_args, "make_data"),
     Subcommand("train", "train a model from a YAML config (resumable)", _train_args, "train"),
@@ -169,6 +239,10 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("predict", "draw predicted keypoints and links on an image", _predict_args, "predict"),
     Subcommand("verify", "certify keypoints against joint specs over a dataset (coupled MILP)", _verify_args,
                "verify"),
+    Subcommand("certify-rs", "median-smoothing certificates of keypoints over a dataset (resumable)",
+               _certify_rs_args, "certify_rs"),
+    Subcommand("pose-bound", "certified camera-pose error from certified keypoints (resumable)",
+               _pose_bound_args, "pose_bound"),
 ]
 
 
