@@ -14,6 +14,10 @@
   --max-trans T --out DIR`` — certified pose-error bounds per image, verdicts, PNGs, a summary table.
 * ``geo-rs keypoint predict IMAGE --checkpoint CKPT [--box x,y,w,h ...] [--annotations COCO_JSON]
   [--category ID|auto] [--out PNG]`` — keypoints and links drawn on the image, JSON on stdout.
+* ``geo-rs keypoint verify CHECKPOINT --data synth|COCO_JSON --perturbation noise brightness contrast
+  --eps ... --spec l1:3 ... [--spec-file A_b.yaml] --reachable interval linear exact --method coupled
+  decoupled --solver cbc highs --workers N [--cluster ADDR] --out DIR [--overwrite]`` — certified
+  keypoints (issue 10) over a dataset on the execution layer; resumable per unit.
 
 Adding a sub-command is one entry in :data:`SUBCOMMANDS`: a function adding its arguments here
 (parsers only: this module imports no torch) and a command module ``keypoint.commands.<name>``
@@ -115,6 +119,57 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output PNG (default runs/keypoint/predict/<image name>.png)")
 
 
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint",
+                   help="verification-detector checkpoint (detector_16.pt / detector_32.pt from 'python -m "
+                        "keypoint.verify.detector') or a 'geo-rs keypoint train' last.pt (its heatmaps)")
+    p.add_argument("--data", default="synth",
+                   help="'synth' (the detector's synthetic validation crops) or a COCO keypoint JSON "
+                        "(instances cropped at the model's input size, padding 1.25) (default synth)")
+    p.add_argument("--images", type=int, default=20,
+                   help="instances to verify, the first N (instances; default 20)")
+    p.add_argument("--perturbation", nargs="+", default=["brightness"],
+                   help="perturbation sets: noise (|δ| <= ε per pixel), brightness (+ε uniform), contrast "
+                        "(×(1 ± ε)) (default brightness)")
+    p.add_argument("--eps", nargs="+", default=None,
+                   help="ε values for every perturbation ('0.001 0.002'), or per perturbation "
+                        "('noise=0.001,0.002 contrast=0.01'); pixel intensity (0..1) for noise and "
+                        "brightness, relative factor for contrast (default: noise 0.001, brightness 0.002, "
+                        "contrast 0.01)")
+    p.add_argument("--spec", nargs="+", default=None,
+                   help="joint specs KIND:DELTA[:UNIT], KIND l1 | mean | linf, UNIT heatmap | input "
+                        "(pixels; default: l1:0 l1:1 l1:2 l1:4 l1:8 l1:16)")
+    p.add_argument("--spec-file", nargs="+", default=[],
+                   help="polytope specs A·vec(Δ) <= b from YAML/JSON files {A, b, unit} (default: none)")
+    p.add_argument("--reachable", nargs="+", default=["linear"],
+                   help="reachable-heatmap levels: interval, linear, exact (default linear)")
+    p.add_argument("--method", nargs="+", default=["coupled", "decoupled"],
+                   help="coupled (one joint MILP) and/or decoupled (per keypoint, even budget share) "
+                        "(default: both)")
+    p.add_argument("--bounds-method", default="CROWN-IBP",
+                   help="bound method of the reachable heatmaps: IBP, CROWN-IBP, CROWN, alpha-CROWN "
+                        "(default CROWN-IBP)")
+    p.add_argument("--solver", nargs="+", default=["cbc"], help="MILP solvers: cbc, highs (default cbc)")
+    p.add_argument("--float32", default="rigorous",
+                   help="float32 rounding of the detector: rigorous (forward-error bound; sound for the "
+                        "float32 model) or heuristic (1e-5 relative; sound for the real-arithmetic network "
+                        "only) (default rigorous)")
+    p.add_argument("--time-limit", type=float, default=60.0,
+                   help="MILP time per instance (seconds; default 60); a time-out is 'unknown'")
+    p.add_argument("--attack-random", type=int, default=64,
+                   help="random samples of the set the attack tries after PGD (samples; default 64)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (1: in this process; default 1)")
+    p.add_argument("--cluster", default=None,
+                   help="Dask scheduler address or 'local' (default: $GEO_RS_CLUSTER, else the local pool)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the per-unit attack seeds (default 0)")
+    p.add_argument("--out", required=True,
+                   help="run folder: results.json/.tsv, summary.md/.csv/.json, fig_verified_rate.png, "
+                        "counterexamples/, parts/ (finished units are resumed) (required)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard a run folder holding results of a different job (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown on a terminal)")
+
+
 def _rs_args(p: argparse.ArgumentParser, eps_default: list[float]) -> None:
     """Checkpoint, data, median-smoothing and execution options shared by certify-rs and pose-bound."""
     p.add_argument("checkpoint", help="last.pt of a top-down model written by 'geo-rs keypoint train'")
@@ -182,6 +237,8 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("train", "train a model from a YAML config (resumable)", _train_args, "train"),
     Subcommand("eval", "evaluate a checkpoint", _eval_args, "evaluate"),
     Subcommand("predict", "draw predicted keypoints and links on an image", _predict_args, "predict"),
+    Subcommand("verify", "certify keypoints against joint specs over a dataset (coupled MILP)", _verify_args,
+               "verify"),
     Subcommand("certify-rs", "median-smoothing certificates of keypoints over a dataset (resumable)",
                _certify_rs_args, "certify_rs"),
     Subcommand("pose-bound", "certified camera-pose error from certified keypoints (resumable)",
