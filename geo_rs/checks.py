@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import math
 import operator
 from collections.abc import Iterable, Sequence
@@ -136,6 +137,26 @@ def existing_file(path: str | Path, what: str = "file") -> Path:
     if not p.is_file():
         raise UserError(f"{what} not found: {p}")
     return p
+
+
+def json_object(path: str | Path, what: str = "JSON file", expected: str = "") -> dict:
+    """The JSON object (a dict) stored in ``path``; one line naming the file for every way that fails.
+
+    ``expected`` completes "expected a JSON object ..." (e.g. "with 'images' and 'annotations'").
+    """
+    p = existing_file(path, what)
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read it ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a JSON object{' ' + expected if expected else ''}, "
+                        f"got a {type(data).__name__}")
+    return data
 
 
 def existing_dir(path: str | Path, what: str = "folder") -> Path:

@@ -16,7 +16,6 @@ Every problem with the files raises :class:`geo_rs.UserError` naming the file an
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from geo_rs import UserError
-from geo_rs.checks import count, finite_number
+from geo_rs.checks import count, finite_number, json_object
 
 from .cameras import focal_from_angle
 
@@ -99,13 +98,7 @@ class SceneInfo:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object at top level, got {type(data).__name__}")
-    return data
+    return json_object(path)
 
 
 # A camera-to-world rotation R must satisfy RᵀR = I and det R = +1. Blender writes them to ~1e-7;

@@ -197,22 +197,22 @@ def test_bad_detectors_and_ground_truths_are_rejected(tmp_path):
 
 
 def test_an_unsupported_method_is_recorded_and_the_run_goes_on(tmp_path):
-    """alpha-CROWN cannot bound max-pooling (auto_LiRPA 0.3): those (image, method) pairs are recorded
-    as unsupported and never certified; IBP still runs on every image."""
+    """auto_LiRPA 0.3 bounds an overlapping average pool wrongly in its backward (CROWN) pass, so the
+    bounds engine refuses it: those (image, method) pairs are recorded as unsupported and never
+    certified; IBP still runs on every image."""
     from keypoint.box.report import write_report
 
     m = tiny_detector()
-    pooled = nn.Sequential(m[0], m[1], nn.MaxPool2d(1), *list(m)[2:]).eval()  # MaxPool2d(1) = identity
+    pooled = nn.Sequential(m[0], m[1], nn.AvgPool2d(3, stride=1, padding=1), *list(m)[2:]).eval()
     images, boxes = block_images(POSITIONS)
     cfg = VerifyConfig(perturbations=["brightness"], eps={"brightness": [0.01, 0.05]},
-                       methods=["IBP", "alpha-CROWN"], workers=1)
+                       methods=["IBP", "CROWN"], workers=1)
     results = run_verification(pooled, images, boxes, cfg, tmp_path, progress=False)
-    assert sorted((u["image"], u["method"]) for u in results["unsupported"]) == [(0, "alpha-CROWN"),
-                                                                                 (1, "alpha-CROWN")]
-    assert "MaxPool" in results["unsupported"][0]["reason"]
+    assert sorted((u["image"], u["method"]) for u in results["unsupported"]) == [(0, "CROWN"), (1, "CROWN")]
+    assert "AvgPool2d" in results["unsupported"][0]["reason"]
     ibp = [r for r in results["records"] if r["method"] == "IBP"]
     assert len(ibp) == 4 and all("optimal" in r for r in ibp)
-    rows = [r for r in results["cba"] if r["method"] == "alpha-CROWN"]
+    rows = [r for r in results["cba"] if r["method"] == "CROWN"]
     assert rows and all(r["cba"] == 0.0 and r["n_unsupported"] == 2 and r["mean_lower"] is None for r in rows)
     paths = write_report(tmp_path)
-    assert "| optimal | alpha-CROWN | unsupported | unsupported |" in paths["markdown"].read_text()
+    assert "| optimal | CROWN | unsupported | unsupported |" in paths["markdown"].read_text()

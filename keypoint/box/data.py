@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from geo_rs import UserError
+from geo_rs.checks import json_object
 
 CANVAS = 90
 DIGIT = 28
@@ -128,12 +129,7 @@ def load_coco_folder(
     ann_path = folder / annotations
     if not ann_path.is_file():
         raise UserError(f"{ann_path}: annotation file not found")
-    try:
-        spec = json.loads(ann_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{ann_path}: not valid JSON ({exc})") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"{ann_path}: expected a JSON object with 'images' and 'annotations'")
+    spec = json_object(ann_path, expected="with 'images' and 'annotations'")
     for key in ("images", "annotations"):
         if not isinstance(spec.get(key), list):
             raise UserError(f"{ann_path}: field '{key}' (a list) is missing")

@@ -13,7 +13,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from geo_rs import UserError
 from geo_rs.atomic import torch_save, write_json
+from geo_rs.checks import json_object
 
 CANVAS = 90  # the paper's canvas side (pixels)
 
@@ -96,12 +96,7 @@ def load_detector(path: str | Path, map_location: str | torch.device = "cpu") ->
         raise UserError(f"{path}: weights file not found")
     if not meta_file.is_file():
         raise UserError(f"{meta_file}: metadata file not found (expected beside the weights)")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{meta_file}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{meta_file}: expected a JSON object with an 'arch' field")
+    meta = json_object(meta_file, expected="with an 'arch' field")
     arch = meta.get("arch")
     if arch not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import StrictFloat, StrictInt, model_validator
-from skimage.draw import polygon as raster_polygon
 
 from geo_rs.config import Schema, setting, validate_config
 from geo_rs.errors import UserError
@@ -241,6 +240,8 @@ def _poly_mask(shape: tuple[int, int], xy: np.ndarray) -> np.ndarray:
     """Boolean hi-res mask of a polygon given in low-res pixel coordinates ``(P, 2)``."""
     hx = xy[:, 0] * _SS + (_SS - 1) / 2.0  # low-res pixel centre x -> hi-res pixel centre
     hy = xy[:, 1] * _SS + (_SS - 1) / 2.0
+    from skimage.draw import polygon as raster_polygon  # here, not at import: `geo-rs --help` stays light
+
     rr, cc = raster_polygon(hy, hx, shape=shape)
     m = np.zeros(shape, bool)
     m[rr, cc] = True
