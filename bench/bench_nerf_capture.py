@@ -63,7 +63,8 @@ def main() -> int:
         data = make_capture(args.source, Path(args.out) / fmt, fmt, views=args.views, width=args.width,
                             height=args.height, cx=cx, cy=cy, transform=truth)
         cfg = load_config(ROOT / "configs" / "nerf_lego.yaml", data=str(data), grid_res=args.grid_res,
-                          coarse_res=max(8, args.grid_res // 2), steps=args.steps, time_limit_s=args.time_limit,
+                          coarse_res=max(8, args.grid_res // 2), steps=args.steps,
+                          time_limit_s=args.time_limit,
                           eval_every=100_000, ckpt_every=100_000, metric_points=50_000,
                           threads=args.threads)
         trainer = Trainer(cfg, Path(args.out) / f"run_{fmt}", quiet=True)
@@ -83,10 +84,12 @@ def main() -> int:
             "Chamfer/diag % (original)": 100 * float(orig["chamfer_l1"]) / diag,
             "normal consistency": float(orig["normal_consistency"]),
             "up-axis error (deg)": up_err,
-            "steps": rep["steps"], "train wall (s)": rep["train_time_s"], "total (s)": time.perf_counter() - t0,
+            "steps": rep["steps"], "train wall (s)": rep["train_time_s"],
+            "total (s)": time.perf_counter() - t0,
         }
         print(f"{fmt}: done ({rep['steps']} steps)", flush=True)
-    print(f"\n{args.source} as a capture: {args.width}x{args.height} px, principal point ({cx:.1f}, {cy:.1f}), "
+    print(f"\n{args.source} as a capture: {args.width}x{args.height} px, "
+          f"principal point ({cx:.1f}, {cy:.1f}), "
           f"{args.views} views (every 8th tests), grid {args.grid_res}, {args.threads} thread(s), load "
           f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at the end; similarity {SIMILARITY}")
     print(f"{'':30s}" + "".join(f"{f:>16s}" for f in rows))
