@@ -267,34 +267,31 @@ class Flat(nn.Module):
         return self.net(x).flatten(1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo_rs/bounds: the first-layer fusion probe of a module wrapping one "
-    "Sequential compares outputs of different shapes (torch.allclose) and raises a raw "
-    "RuntimeError instead of falling back to the unfused path",
-)
 def test_bounds_on_a_wrapper_that_reshapes_its_sequential():
     from geo_rs import output_bounds
 
     net = nn.Sequential(nn.Conv2d(1, 2, 3, 1, 1), nn.ReLU(), nn.Conv2d(2, 2, 1)).eval()
-    lo, hi = output_bounds(Flat(net), torch.rand(1, 1, 8, 8), Brightness(0.01), "IBP")
+    x = torch.rand(1, 1, 8, 8)
+    lo, hi = output_bounds(Flat(net), x, Brightness(0.01), "IBP")
     assert lo.shape == (1, 128)
+    for b in torch.linspace(-0.01, 0.01, 21):  # brightness shifts inside the set stay inside the bounds
+        y = Flat(net)(x + b)
+        assert (y >= lo - 1e-6).all() and (y <= hi + 1e-6).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo_rs/bounds: nearest nn.Upsample (documented as supported) fails "
-    "under CROWN / CROWN-IBP when the model's output stays 4-D (conv_transpose2d gets a 2-D "
-    "tensor); appending nn.Flatten() works around it",
-)
-def test_crown_through_nearest_upsample_with_image_output():
+@pytest.mark.parametrize("method", ["CROWN", "CROWN-IBP", "IBP"])
+def test_crown_through_nearest_upsample_with_image_output(method):
     from geo_rs import output_bounds
 
     net = nn.Sequential(
         nn.Conv2d(1, 2, 3, 2, 1), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3, 1, 1)
     ).eval()
-    lo, hi = output_bounds(net, torch.rand(1, 1, 8, 8), Brightness(0.01), "CROWN")
+    x = torch.rand(1, 1, 8, 8)
+    lo, hi = output_bounds(net, x, Brightness(0.01), method)
     assert lo.shape == (1, 128)
+    for b in torch.linspace(-0.01, 0.01, 21):  # brightness shifts inside the set stay inside the bounds
+        y = net(x + b).flatten(1)
+        assert (y >= lo - 1e-6).all() and (y <= hi + 1e-6).all()
 
 
 def test_float_deviation_bounds_float32_against_float64_on_the_set():
