@@ -23,7 +23,7 @@ from .errors import UserError
 from .parallel_engines import build_state, execute, one_thread
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .parallel import Task, Unit
+    from .parallel_units import Task, Unit
 
 __all__ = ["DaskEngine"]
 

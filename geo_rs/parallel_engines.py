@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .parallel import Task, Unit
+    from .parallel_units import Task, Unit
 
 __all__ = ["LocalPoolEngine", "SerialEngine", "build_state", "execute", "one_thread"]
 
