@@ -124,8 +124,9 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                    help="verification-detector checkpoint (detector_16.pt / detector_32.pt from 'python -m "
                         "keypoint.verify.detector') or a 'geo-rs keypoint train' last.pt (its heatmaps)")
     p.add_argument("--data", default="synth",
-                   help="'synth' (the detector's synthetic validation crops) or a COCO keypoint JSON "
-                        "(instances cropped at the model's input size, padding 1.25) (default synth)")
+                   help="'synth' (the detector's synthetic validation crops), a COCO keypoint JSON or its "
+                        "folder (instances cropped at the model's input size and padding; then also "
+                        "OUT/candidates/*.json for 'pose-bound --certifier milp') (default synth)")
     p.add_argument("--images", type=int, default=20,
                    help="instances to verify, the first N (instances; default 20)")
     p.add_argument("--perturbation", nargs="+", default=["brightness"],
@@ -164,7 +165,8 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed of the per-unit attack seeds (default 0)")
     p.add_argument("--out", required=True,
                    help="run folder: results.json/.tsv, summary.md/.csv/.json, fig_verified_rate.png, "
-                        "counterexamples/, parts/ (finished units are resumed) (required)")
+                        "counterexamples/, candidates/ (COCO data: per perturbation and ε, the candidate "
+                        "pixels pose-bound reads), parts/ (finished units are resumed) (required)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard a run folder holding results of a different job (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown on a terminal)")
@@ -217,7 +219,8 @@ def _pose_bound_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", default=None, metavar="JSON",
                    help="milp: candidate-set file {\"eps\": ε, \"images\": [{\"image_id\": id, "
                         "\"candidates\": [[[x, y], ...] per keypoint]}]} in image pixels (centres at "
-                        "integers) (default: none)")
+                        "integers), e.g. OUT/candidates/*.json of 'geo-rs keypoint verify --data DIR'; "
+                        "images under its 'omitted' are reported as abstain (default: none)")
     p.add_argument("--max-rot-deg", type=float, default=5.0,
                    help="tolerance on the rotation error (degrees, geodesic; default 5)")
     p.add_argument("--max-trans", type=float, default=None,

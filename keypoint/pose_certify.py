@@ -15,7 +15,8 @@ object's 3D keypoints) and per ε:
   region, stationary); ``not covered`` when the bounds are within tolerance but the solver's answer lies
   outside the proved region (another local minimum: the bounds do not speak about it);
   ``not certified`` otherwise, ``abstain`` when a keypoint set is unbounded (median smoothing ran out
-  of order statistics) — no pose statement is made then.
+  of order statistics) or, for ``milp``, the candidate file lists the image under ``omitted`` (the
+  verifier gave it no set: ``reason`` "no certified keypoint set: …") — no pose statement is made then.
 
 The pose reported is :func:`geo_rs.solve_pnp` on the smoothed median keypoints (or the set centres).
 """
@@ -32,7 +33,7 @@ import numpy as np
 
 from geo_rs.errors import UserError
 
-__all__ = ["PoseInput", "pose_records", "read_candidates", "summary_rows"]
+__all__ = ["CandidateFile", "PoseInput", "pose_records", "read_candidates", "summary_rows"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class PoseInput:
     t: np.ndarray
     points_3d: np.ndarray
     candidates: list | None = None
+    # milp: why this image has no candidate set (listed under 'omitted' in the candidate file), and the
+    # verifier's notes on its set (e.g. float32 rounding bounded heuristically)
+    omitted: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def unit_id(self) -> str:
@@ -52,18 +57,34 @@ class PoseInput:
 
     def fingerprint_parts(self) -> tuple:
         cands = None if self.candidates is None else [c.tolist() for c in self.candidates]
-        return (*self.instance.fingerprint_parts(), self.K, self.R, self.t, self.points_3d, cands)
+        extra = () if self.omitted is None and not self.notes else (self.omitted, list(self.notes))
+        return (*self.instance.fingerprint_parts(), self.K, self.R, self.t, self.points_3d, cands, *extra)
 
 
-def read_candidates(path: str | Path, num_keypoints: dict[int, int]) -> tuple[float | None, dict[int, list]]:
-    """A candidate-set file → ``(eps, {image_id: [ (n_k, 2) arrays per keypoint ]})``.
+@dataclass(frozen=True)
+class CandidateFile:
+    """A ``--candidates`` file: ``eps``, ``sets`` {image id: per keypoint ``(n_k, 2)`` image pixels},
+    ``omitted`` {image id: reason it has no set}, ``notes`` {image id: the verifier's notes on its set}."""
 
-    Format (image pixels, pixel centres at integers, as ``cameras.json``)::
+    eps: float | None
+    sets: dict[int, list]
+    omitted: dict[int, str]
+    notes: dict[int, tuple[str, ...]]
+    perturbation: str | None = None
 
-        {"eps": 0.01, "images": [{"image_id": 3, "candidates": [[[x, y], ...], ...]}, ...]}
+
+def read_candidates(path: str | Path, num_keypoints: dict[int, int]) -> CandidateFile:
+    """A candidate-set file → :class:`CandidateFile`.
+
+    Format (image pixels, pixel centres at integers, as ``cameras.json``; ``geo-rs keypoint verify`` on a
+    COCO dataset writes it as ``OUT/candidates/*.json``, see :mod:`keypoint.verify.export`)::
+
+        {"eps": 0.01, "images": [{"image_id": 3, "candidates": [[[x, y], ...], ...], "notes": [...]}, ...],
+         "omitted": [{"image_id": 5, "reason": "..."}]}
 
     ``num_keypoints`` maps image id → the object's keypoint count; every listed image must have that many
-    non-empty candidate lists of finite pairs. One :class:`UserError` line otherwise.
+    non-empty candidate lists of finite pairs, and appear once (one object per posed image). ``omitted``
+    (optional) names images the verifier gave no set. One :class:`UserError` line otherwise.
     """
     path = Path(path)
     if not path.is_file():
@@ -78,6 +99,7 @@ def read_candidates(path: str | Path, num_keypoints: dict[int, int]) -> tuple[fl
     if eps is not None and not (isinstance(eps, int | float) and math.isfinite(eps) and eps >= 0):
         raise UserError(f"{path}: 'eps' must be a finite number >= 0, got {eps!r}")
     out: dict[int, list] = {}
+    notes: dict[int, tuple[str, ...]] = {}
     for i, entry in enumerate(doc["images"]):
         where = f"{path}: images[{i}]"
         if not isinstance(entry, dict) or "image_id" not in entry or "candidates" not in entry:
@@ -85,6 +107,9 @@ def read_candidates(path: str | Path, num_keypoints: dict[int, int]) -> tuple[fl
         image_id = entry["image_id"]
         if image_id not in num_keypoints:
             raise UserError(f"{where}: image_id {image_id!r} is not in --data")
+        if image_id in out:
+            raise UserError(f"{where}: image_id {image_id} is listed twice (one object per posed image)")
+        notes[int(image_id)] = tuple(str(n) for n in entry.get("notes", []))
         cands = entry["candidates"]
         if not isinstance(cands, list) or len(cands) != num_keypoints[image_id]:
             got = len(cands) if isinstance(cands, list) else type(cands).__name__
@@ -104,9 +129,30 @@ def read_candidates(path: str | Path, num_keypoints: dict[int, int]) -> tuple[fl
                 )
             arrays.append(a)
         out[int(image_id)] = arrays
-    if not out:
+    omitted = _read_omitted(path, doc.get("omitted", []), out)
+    if not out and not omitted:
         raise UserError(f"{path}: 'images' is empty")
-    return (None if eps is None else float(eps)), out
+    pert = doc.get("perturbation")
+    return CandidateFile(None if eps is None else float(eps), out, omitted, notes,
+                         None if pert is None else str(pert))
+
+
+def _read_omitted(path: Path, entries, sets: dict) -> dict[int, str]:
+    """``omitted`` entries with an image id → {image id: reason} (entries without one, e.g. synthetic
+    crops, name no image of the data and are skipped)."""
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: 'omitted' must be a list")
+    out = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: omitted[{i}] must be an object with 'image_id' and 'reason'")
+        if entry.get("image_id") is None:
+            continue
+        image_id = int(entry["image_id"])
+        if image_id in sets:
+            raise UserError(f"{path}: omitted[{i}]: image_id {image_id} also has a candidate set")
+        out[image_id] = str(entry.get("reason", "no reason given"))
+    return out
 
 
 def _pose_dict(pose) -> dict:
@@ -158,10 +204,16 @@ def bound_record(item: PoseInput, keypoint_set, centre: np.ndarray, settings: di
 def pose_records(model, item: PoseInput, input_size: int, settings: dict, seed: int) -> dict:
     """All ε records of one image (median smoothing) or its one candidate-set record (milp)."""
     if settings["certifier"] == "milp":
+        if item.candidates is None:  # the verifier gave this image no set: no pose statement
+            reason = f"no certified keypoint set: {item.omitted}"
+            return {"records": [{"eps": settings["milp_eps"], "verdict": "abstain", "reason": reason}]}
         cands = item.candidates
         centre = np.stack([c.mean(0) for c in cands])
         rec = bound_record(item, cands, centre, settings)
-        return {"records": [{"eps": settings["milp_eps"], "candidates": [c.tolist() for c in cands], **rec}]}
+        head = {"eps": settings["milp_eps"], "candidates": [c.tolist() for c in cands]}
+        if item.notes:
+            head["set_notes"] = list(item.notes)
+        return {"records": [{**head, **rec}]}
     from .rs_keypoints import certify_instance
 
     cert = certify_instance(

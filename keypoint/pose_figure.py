@@ -71,7 +71,7 @@ def _panel(ax, image, item, rec, skeleton) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if rec["verdict"] == "abstain":
-        text = "abstain (unbounded keypoint)"
+        text = "abstain (no keypoint set)" if "reason" in rec else "abstain (unbounded keypoint)"
     else:
         text = f"{rec['verdict']}: rot ≤ {rec['rotation_deg']:.2f}°, trans ≤ {rec['translation']:.2f}"
     eps = "file" if rec["eps"] is None else f"{rec['eps']:g}"

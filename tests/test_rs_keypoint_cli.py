@@ -302,3 +302,126 @@ def test_huge_radius_abstains_instead_of_failing():
     for naive in (False, True):
         cert = certify_from_samples(samples, 5.0, 0.1, 0.01, naive=naive)
         assert torch.isinf(cert.lower).all() and torch.isinf(cert.upper).all() and cert.index_lower == 0
+
+
+# ----------------------------------------------------------------- keypoint verify → pose-bound --candidates
+def _verify_to_candidates(posed, out) -> dict:
+    """``geo-rs keypoint verify`` on the posed folder (2 instances, a tiny brightness ε, interval level)."""
+    args = ["keypoint", "verify", str(posed["ckpt"]), "--data", str(posed["data"]), "--images", "2",
+            "--perturbation", "brightness", "--eps", "1e-6", "--reachable", "interval", "--bounds-method",
+            "IBP", "--spec", "l1:0", "--method", "coupled", "--time-limit", "1", "--attack-random", "0",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    files = sorted((out / "candidates").glob("*.json"))
+    assert [f.name for f in files] == ["brightness_1e-06_interval_cbc.json"]
+    return json.loads(files[0].read_text())
+
+
+def test_verify_candidate_sets_map_to_image_pixels_by_hand(posed, tmp_path):
+    """The exported sets are the verifier's heatmap cells mapped by the crop geometry computed by hand:
+    x = left + (j + ½)·side / heatmap width − ½, side = padding · max(w, h) of the COCO box, centred on it
+    (the − ½: COCO pixel j spans [j, j + 1); pose-bound and cameras.json put pixel centres at integers)."""
+    doc = _verify_to_candidates(posed, tmp_path / "v")
+    ck = torch.load(posed["ckpt"], map_location="cpu", weights_only=False)
+    coco = json.loads((posed["data"] / "annotations.json").read_text())
+    recs = json.loads((tmp_path / "v" / "results.json").read_text())["records"]
+    assert doc["eps"] == 1e-6 and doc["perturbation"] == "brightness" and doc["omitted"] == []
+    assert [e["image_id"] for e in doc["images"]] == [im["id"] for im in coco["images"][:2]]
+    from keypoint.data.dataset import KeypointLayout
+
+    layout = KeypointLayout.from_dict(ck["layout"])
+    for entry, rec in zip(doc["images"], recs, strict=True):
+        ann = next(a for a in coco["annotations"] if a["image_id"] == entry["image_id"])
+        assert (rec["image_id"], rec["annotation"]) == (ann["image_id"], 0)
+        assert rec["category_id"] == ann["category_id"]
+        x, y, w, h = ann["bbox"]
+        side = max(w, h) * float(ck["padding"])
+        cell = side / (int(ck["input_size"]) / rec["stride"])  # image pixels per heatmap cell
+        left, top = x + w / 2 - side / 2 - 0.5, y + h / 2 - side / 2 - 0.5
+        channels = layout.channels(ann["category_id"])
+        assert len(entry["candidates"]) == len(channels) == len(ann["keypoints"]) // 3
+        for k, ch in enumerate(channels):
+            cells = np.asarray(rec["candidates"][ch], float)
+            expect = np.stack([left + (cells[:, 0] + 0.5) * cell, top + (cells[:, 1] + 0.5) * cell], 1)
+            assert np.allclose(entry["candidates"][k], expect, atol=1e-9)
+    # the clean argmax cell contains the detector's own (sub-pixel refined) keypoint: same convention
+    from keypoint.checkpoints import load_checkpoint
+    from keypoint.data.coco import load_coco
+    from keypoint.data.dataset import KeypointCropDataset, apply_affine, crop_affine
+
+    model, _ = load_checkpoint(posed["ckpt"])
+    ds = KeypointCropDataset(load_coco(posed["data"] / "annotations.json"), int(ck["input_size"]),
+                             float(ck["padding"]))
+    for n, entry in enumerate(doc["images"]):
+        item = ds[n]
+        with torch.no_grad():
+            kp, _ = model.decode(model(item["image"][None]))
+        i, j = ds.items[n]
+        ann = ds.data.samples[i].annotations[j]
+        affine = crop_affine(ann.box, ds.input_size, ds.padding)
+        decoded = apply_affine(kp[0, layout.channels(ann.category_id)].double().numpy(), affine)
+        first = np.array([c[0] for c in entry["candidates"]])
+        half_cell = 0.5 * recs[n]["stride"] * affine[0, 0]
+        assert (np.abs(decoded - first) <= half_cell + 1e-4).all()
+
+
+def test_verify_candidates_drive_pose_bound_and_omitted_images_abstain(posed, tmp_path):
+    from geo_rs import rotation_error_deg, solve_pnp
+    from keypoint.data.posed import load_posed
+
+    doc = _verify_to_candidates(posed, tmp_path / "v")
+    first, second = doc["images"]
+    # an image the verifier gave no set (as it lists one whose stride is not integral): no pose statement
+    doc["images"] = [first]
+    doc["omitted"] = [{"image_id": second["image_id"], "annotation": 0, "reason": "stride not integral"}]
+    path = tmp_path / "cands.json"
+    path.write_text(json.dumps(doc))
+    args = ["keypoint", "pose-bound", str(posed["ckpt"]), "--data", str(posed["data"]), "--certifier", "milp",
+            "--candidates", str(path), "--time-limit", "2", "--max-rot-deg", "90", "--figures", "2",
+            "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    by_id = {im["image_id"]: im["records"][0] for im in res["images"]}
+    assert set(by_id) == {first["image_id"], second["image_id"]}
+    omitted = by_id[second["image_id"]]
+    assert omitted["verdict"] == "abstain"
+    assert "no certified keypoint set: stride not integral" in omitted["reason"]
+    rec = by_id[first["image_id"]]
+    assert rec["candidates"] == first["candidates"] and rec["eps"] == 1e-6
+    assert rec["set_notes"] == first["notes"]  # e.g. float32 bounded heuristically: carried along
+    assert res["summary"][0]["abstain"] == 0.5
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert "ε (brightness)" in summary
+    data, cameras, points = load_posed(posed["data"], load_images=False)
+    cam = next(c for c in cameras if c.image_id == first["image_id"])
+    pts = points[cam.category_id]
+    cands = [np.array(c) for c in first["candidates"]]
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # configurations of the finite set, solved as a user would: inside the bound
+        pose = solve_pnp(pts, np.stack([c[rng.integers(len(c))] for c in cands]), cam.K)
+        assert rotation_error_deg(pose.R, cam.R) <= rec["rotation_deg"] + 1e-9
+        assert np.linalg.norm(pose.t - cam.t) <= rec["translation"] + 1e-9
+
+
+def test_candidate_export_omits_what_it_cannot_map():
+    """Records without input-pixel candidates, or with fewer heatmaps than the category uses, are omitted
+    with a reason; spec × method records of one unit give one entry; synthetic crops name no image."""
+    from keypoint.verify.export import InstanceRef, candidate_documents
+
+    affine = np.array([[2.0, 0, 1.5], [0, 2.0, -0.5]])
+    head = {"perturbation": "noise", "eps": 0.01, "reachable": "linear", "solver": "CBC", "notes": []}
+    recs = [
+        {**head, "image": 0, "candidates_input": [[[0.0, 0.0], [1.0, 2.0]], [[3.0, 3.0]]], "spec": "a"},
+        {**head, "image": 0, "candidates_input": [[[0.0, 0.0], [1.0, 2.0]], [[3.0, 3.0]]], "spec": "b"},
+        {**head, "image": 1, "candidates_input": None},
+        {**head, "image": 2, "candidates_input": [[[0.0, 0.0]]]},
+        {**head, "image": 3, "candidates_input": [[[0.0, 0.0]], [[1.0, 1.0]]]},
+    ]
+    refs = [InstanceRef(10 + i, 0, 1, (1, 0), affine) for i in range(3)] + [None]
+    (stem, doc), = candidate_documents(recs, refs).items()
+    assert stem == "noise_0.01_linear_cbc" and doc["eps"] == 0.01
+    assert [e["image_id"] for e in doc["images"]] == [10]
+    assert doc["images"][0]["candidates"] == [[[7.5, 5.5]], [[1.5, -0.5], [3.5, 3.5]]]  # channels (1, 0)
+    reasons = {o.get("image_id", o.get("image")): o["reason"] for o in doc["omitted"]}
+    assert set(reasons) == {11, 12, 3}
+    assert "stride" in reasons[11] and "1 heatmaps" in reasons[12] and "COCO" in reasons[3]

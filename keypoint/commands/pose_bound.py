@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import io
 from pathlib import Path
 
@@ -19,14 +18,9 @@ from geo_rs.errors import UserError
 
 
 def _milp_refusal() -> str:
-    has_api = importlib.util.find_spec("keypoint.verify") is not None
-    where = (
-        "keypoint.verify is present but has no candidate export wired here"
-        if has_api
-        else "the MILP verifier (keypoint.verify) is not installed"
-    )
     return (
-        f"--certifier milp needs --candidates FILE (per image, per keypoint [x, y] candidate pixels); {where}"
+        "--certifier milp needs --candidates FILE (per image, per keypoint [x, y] candidate pixels), e.g. "
+        "OUT/candidates/*.json of 'geo-rs keypoint verify CHECKPOINT --data DIR --out OUT'"
     )
 
 
@@ -50,13 +44,14 @@ def _pose_items(job, data, cameras, points, candidates):
                 f"cameras.json: category {inst.category_id} has {len(pts)} 3D keypoints but the "
                 f"annotations have {len(inst.channels)}"
             )
-        if candidates is not None and inst.image_id not in candidates:
-            continue
-        items.append(
-            PoseInput(
-                inst, cam.K, cam.R, cam.t, pts, None if candidates is None else candidates[inst.image_id]
-            )
-        )
+        if candidates is None:
+            items.append(PoseInput(inst, cam.K, cam.R, cam.t, pts))
+        elif inst.image_id in candidates.sets:
+            sets = candidates.sets[inst.image_id]
+            notes = candidates.notes.get(inst.image_id, ())
+            items.append(PoseInput(inst, cam.K, cam.R, cam.t, pts, sets, notes=notes))
+        elif inst.image_id in candidates.omitted:  # reported as abstain, never given a set
+            items.append(PoseInput(inst, cam.K, cam.R, cam.t, pts, omitted=candidates.omitted[inst.image_id]))
     if not items:
         raise UserError("--candidates: none of its images is in --data")
     return items
@@ -68,7 +63,8 @@ def _summary(rows: list[dict], settings: dict) -> str:
         f"# Certified pose within tolerance ({settings['certifier']}): rotation ≤ "
         f"{settings['max_rot_deg']:g}°, translation ≤ {tol}",
         "",
-        "| ε (L2) | images | certified | abstain | median rot bound (°) | median trans bound | "
+        f"| ε ({'L2' if settings['certifier'] == 'median-smoothing' else settings.get('milp_set', 'file')}) "
+        "| images | certified | abstain | median rot bound (°) | median trans bound | "
         "median trans bound (% dist) | converged | solver answer covered |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -89,6 +85,10 @@ def _summary(rows: list[dict], settings: dict) -> str:
             f"stationary least-squares poses in its search region; 'solver answer covered' counts the "
             f"images whose solved pose lies in it).",
         ]
+    if settings["certifier"] == "milp" and settings.get("milp_notes"):
+        lines += ["", f"Keypoint sets of {settings['milp_notes']} image(s) carry the verifier's note that "
+                  "float32 rounding was bounded heuristically: their pose bounds hold for the "
+                  "real-arithmetic network."]
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
     candidates = None
     if args.certifier == "milp":
         counts = {i.image_id: len(i.channels) for i in job.instances}
-        settings["milp_eps"], candidates = read_candidates(args.candidates, counts)
+        candidates = read_candidates(args.candidates, counts)
+        settings["milp_eps"] = candidates.eps
+        settings["milp_set"] = candidates.perturbation or "file"
+        settings["milp_notes"] = sum(any("heuristic" in n for n in v) for v in candidates.notes.values())
     items = _pose_items(job, data, loaded["cameras"], loaded["points"], candidates)
     job.instances = items
     run_ = run_rs_units(job, pose_unit, args, settings, "pose-bound (images)", "pose-bound")

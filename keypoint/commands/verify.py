@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from geo_rs.errors import UserError
+
+from ..verify.export import InstanceRef, write_candidate_files
 
 DEFAULT_EPS = {"noise": [0.001], "brightness": [0.002], "contrast": [0.01]}
 DEFAULT_SPECS = ["l1:0", "l1:1", "l1:2", "l1:4", "l1:8", "l1:16"]
@@ -57,11 +61,15 @@ def load_model(path: str):
     from ..checkpoints import load_checkpoint
 
     model, ck = load_checkpoint(p)
-    return model, {"kind": "keypoint", "input_size": int(ck["input_size"]), "padding": float(ck["padding"])}
+    return model, {"kind": "keypoint", "input_size": int(ck["input_size"]), "padding": float(ck["padding"]),
+                   "layout": ck.get("layout")}
 
 
 def load_data(data: str, n: int, info: dict):
-    """``(images (N, C, H, W), crop_to_image (N, 2, 3))`` — the first ``n`` instances."""
+    """``(images (N, C, H, W), crop_to_image (N, 2, 3) float64, refs)`` — the first ``n`` instances;
+    ``refs`` (:class:`keypoint.verify.export.InstanceRef` per instance: COCO image id, category, heatmap
+    channels) is None for ``synth``. ``data``: 'synth', a COCO keypoint JSON or a folder holding
+    ``annotations.json``."""
     if data == "synth":
         if info["kind"] != "verification-detector":
             raise UserError("--data synth needs a verification-detector checkpoint; give a COCO JSON")
@@ -69,19 +77,31 @@ def load_data(data: str, n: int, info: dict):
 
         cfg = DataSection(**info["data"]).model_copy(update={"val_images": max(n, 1)})
         crops = make_crops(cfg, "val")
-        return crops["image"][:n], crops["crop_to_image"][:n]
+        return crops["image"][:n], crops["crop_to_image"][:n], None
     import torch
 
     from ..data.coco import load_coco
-    from ..data.dataset import KeypointCropDataset
+    from ..data.dataset import KeypointCropDataset, KeypointLayout, crop_affine
 
-    if not Path(data).is_file():
-        raise UserError(f"--data {data}: no such file; give 'synth' or a COCO keypoint JSON")
-    ds = KeypointCropDataset(load_coco(data), info["input_size"], info["padding"])
+    path = Path(data) / "annotations.json" if Path(data).is_dir() else Path(data)
+    if not path.is_file():
+        raise UserError(f"--data {data}: no such file; give 'synth', a COCO keypoint JSON or its folder")
+    ds = KeypointCropDataset(load_coco(path), info["input_size"], info["padding"])
     if not len(ds):
         raise UserError(f"--data {data}: no annotated instance to crop")
-    items = [ds[i] for i in range(min(n, len(ds)))]
-    return torch.stack([it["image"] for it in items]), torch.stack([it["crop_to_image"] for it in items])
+    layout = KeypointLayout.from_dict(info["layout"]) if info.get("layout") else ds.layout
+    items, refs = [], []
+    for k in range(min(n, len(ds))):
+        items.append(ds[k])
+        i, j = ds.items[k]
+        sample = ds.data.samples[i]
+        ann = sample.annotations[j]
+        refs.append(InstanceRef(int(sample.image_id), j, int(ann.category_id),
+                                tuple(int(c) for c in layout.channels(ann.category_id)),
+                                # float64 (the dataset's copy is float32): image pixels to ~1e-13 px
+                                crop_affine(ann.box, ds.input_size, ds.padding)))
+    affines = torch.from_numpy(np.stack([r.crop_to_image for r in refs]))
+    return torch.stack([it["image"] for it in items]), affines, refs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check_config(config)  # before the (slow) model and data loading
     model, info = load_model(args.checkpoint)
-    images, affines = load_data(args.data, args.images, info)
+    images, affines, refs = load_data(args.data, args.images, info)
     k = model(images[:1]).shape[1] if info["kind"] != "keypoint" else None
     for s in specs:
         if k is not None:
@@ -118,8 +138,16 @@ def run(args: argparse.Namespace) -> int:
                       describe={"checkpoint": str(args.checkpoint), "data": args.data})
     meta = {"checkpoint": str(args.checkpoint), "data": args.data, "n_images": len(images),
             "config": config.__dict__, "computed_units": out["computed"], "resumed_units": out["resumed"]}
+    if refs is not None:  # the COCO origin of every record: pose-bound reads its sets by image id
+        for rec in out["records"]:
+            ref = refs[rec["image"]]
+            rec.update(image_id=ref.image_id, annotation=ref.annotation, category_id=ref.category_id)
     paths = write_outputs(args.out, out["records"], meta)
+    cands = [] if refs is None else write_candidate_files(args.out, out["records"], refs)
     print(Path(paths["markdown"]).read_text(), end="")
     print(f"{len(out['records'])} instances ({out['computed']} units computed, {out['resumed']} resumed); "
           f"wrote {args.out}/results.json, results.tsv, summary.md, summary.csv, fig_verified_rate.png")
+    if cands:
+        print(f"candidate sets for 'geo-rs keypoint pose-bound --certifier milp --candidates FILE': "
+              f"{', '.join(str(p) for p in cands)}")
     return 0
