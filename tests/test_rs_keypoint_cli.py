@@ -262,6 +262,10 @@ def _write(tmp_path, doc) -> str:
          ["candidates[0]", "non-empty"]),
         (lambda c: {"images": [{"image_id": 999, "candidates": []}]}, ["image_id 999 is not in --data"]),
         (lambda c: {"eps": -1, "images": c["images"]}, ["'eps' must be a finite number"]),
+        (lambda c: {"images": c["images"][:1] * 2}, ["images[1]", "listed twice"]),
+        (lambda c: {"images": c["images"], "omitted": {}}, ["'omitted' must be a list"]),
+        (lambda c: {"images": c["images"], "omitted": [{"image_id": c["images"][0]["image_id"]}]},
+         ["omitted[0]", "also has a candidate set"]),
     ],
 )
 def test_candidate_file_bad_input_is_one_line(posed, tmp_path, capsys, make, needles):
