@@ -1,13 +1,18 @@
-"""Benchmark: median-smoothing certification of a keypoint detector vs as many plain forward passes.
+"""Benchmark: median-smoothing certification of a keypoint (or box) detector vs as many plain forward passes.
 
 For each instance of a COCO/posed folder: (A) ``keypoint.rs_keypoints.certify_instance`` — n noisy images,
 crop + network + decode (the pipeline ``geo-rs keypoint certify-rs`` runs), sort, certify every ε; (B) the
 same pipeline on n clean copies in the same batch sizes, no noise, no statistics. A and B alternate per
 instance (so load changes hit both); the ratio ΣA / ΣB is the overhead of certification (target ≤ 1.15).
 
+``--box WEIGHTS``: the same for the box detector of ``geo-rs box verify --certifier median-smoothing``
+(``keypoint.box.rs.rs_records``: n noisy canvases, sort, every (perturbation, ε) of the paper grid →
+certified corner intervals → IoU bounds, both extensions) vs n plain passes, on MNIST test canvases.
+
 Usage:
     python bench/bench_rs_keypoint.py CHECKPOINT --data runs/keypoint/posed_data/val --images 200 --n 1000
     python bench/bench_rs_keypoint.py CHECKPOINT --data DIR --quick       # 10 images, n = 200
+    python bench/bench_rs_keypoint.py --box runs/box/mnist_box.pt --images 200 --n 1000 --sigma 0.25
 """
 from __future__ import annotations
 
@@ -32,21 +37,8 @@ def plain_passes(f, image: torch.Tensor, n: int, batch_size: int) -> None:
             done += k
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="keypoint checkpoint (last.pt)")
-    p.add_argument("--data", required=True, help="COCO folder (annotations.json, images/)")
-    p.add_argument("--images", type=int, default=200, help="instances (default 200)")
-    p.add_argument("--n", type=int, default=1000, help="noisy samples per instance (default 1000)")
-    p.add_argument("--batch-size", type=int, default=1000, help="forward batch (default 1000)")
-    p.add_argument("--sigma", type=float, default=0.1, help="noise std (default 0.1)")
-    p.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2], help="radii certified")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="10 instances, n = 200")
-    args = p.parse_args()
-    if args.quick:
-        args.images, args.n = 10, 200
-    torch.set_num_threads(args.threads)
+def keypoint_times(args) -> tuple[float, float, int]:
+    """(Σ certify seconds, Σ plain seconds, instances) of the keypoint pipeline."""
     model, ck = load_checkpoint(args.checkpoint)
     data = load_coco(f"{args.data}/annotations.json")
     data.samples = data.samples[: args.images]
@@ -61,15 +53,83 @@ def main() -> None:
         plain_passes(f, inst.image, args.n, args.batch_size)
         t2 = time.perf_counter()
         t_rs, t_plain = t_rs + t1 - t0, t_plain + t2 - t1
-        print(f"instance {i + 1}/{len(items)}: certify {t1 - t0:.2f} s, plain {t2 - t1:.2f} s, running ratio "
-              f"{t_rs / t_plain:.3f}", flush=True)
+        report(i, len(items), t1 - t0, t2 - t1, t_rs, t_plain)
+        if out_of_time(args):
+            return t_rs, t_plain, i + 1
+    return t_rs, t_plain, len(items)
+
+
+def box_times(args) -> tuple[float, float, int]:
+    """(Σ certify seconds, Σ plain seconds, images) of ``box verify --certifier median-smoothing``."""
+    from keypoint.box.data import mnist_canvas
+    from keypoint.box.model import load_detector
+    from keypoint.box.rs import rs_records
+    from keypoint.box.verify import PAPER_EPS, VerifyConfig
+
+    model, _ = load_detector(args.box)
+    images, boxes, _ = mnist_canvas(args.images, "test", seed=0)
+    config = VerifyConfig(certifiers=["median-smoothing"], sigma=args.sigma, n=args.n, alpha=0.001,
+                          rs_batch_size=args.batch_size)
+    grid = {p: list(v) for p, v in PAPER_EPS.items()}
+    args.eps = [e for v in grid.values() for e in v]
+    t_rs = t_plain = 0.0
+    for i in range(len(images)):
+        t0 = time.perf_counter()
+        rs_records(model, images[i], boxes[i], grid, config, seed=i)
+        t1 = time.perf_counter()
+        plain_passes(model, images[i], args.n, args.batch_size)
+        t2 = time.perf_counter()
+        t_rs, t_plain = t_rs + t1 - t0, t_plain + t2 - t1
+        report(i, len(images), t1 - t0, t2 - t1, t_rs, t_plain)
+        if out_of_time(args):
+            return t_rs, t_plain, i + 1
+    return t_rs, t_plain, len(images)
+
+
+def out_of_time(args) -> bool:
+    """``--time-limit``: stop after the instance that crosses it (the ratio covers the finished ones)."""
+    return args.time_limit > 0 and time.perf_counter() - args.started > args.time_limit
+
+
+def report(i: int, total: int, rs: float, plain: float, t_rs: float, t_plain: float) -> None:
+    print(f"instance {i + 1}/{total}: certify {rs:.2f} s, plain {plain:.2f} s, running ratio "
+          f"{t_rs / t_plain:.3f}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", nargs="?", default=None, help="keypoint checkpoint (last.pt)")
+    p.add_argument("--data", default=None, help="COCO folder (annotations.json, images/) of the keypoint run")
+    p.add_argument("--box", default=None, metavar="WEIGHTS",
+                   help="box detector weights ('geo-rs box train'): time box certification on MNIST test "
+                        "canvases instead (default: keypoints)")
+    p.add_argument("--images", type=int, default=200, help="instances (default 200)")
+    p.add_argument("--n", type=int, default=1000, help="noisy samples per instance (default 1000)")
+    p.add_argument("--batch-size", type=int, default=1000, help="forward batch (default 1000)")
+    p.add_argument("--sigma", type=float, default=0.1, help="noise std (default 0.1)")
+    p.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2],
+                   help="radii certified (keypoints; boxes: the paper grid, 33 values)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--time-limit", type=float, default=0.0,
+                   help="stop after this many seconds and report the instances done (seconds; 0: none; "
+                        "default 0)")
+    p.add_argument("--quick", action="store_true", help="10 instances, n = 200")
+    args = p.parse_args()
+    if (args.box is None) == (args.checkpoint is None) or (args.checkpoint is not None and not args.data):
+        p.error("give CHECKPOINT --data DIR (keypoints) or --box WEIGHTS (boxes)")
+    if args.quick:
+        args.images, args.n = 10, 200
+    torch.set_num_threads(args.threads)
+    args.started = time.perf_counter()
+    t_rs, t_plain, count = box_times(args) if args.box else keypoint_times(args)
     load = os.getloadavg()
-    print(f"{len(items)} instances, n = {args.n}, batch {args.batch_size}, {args.threads} thread(s), "
-          f"{len(args.eps)} ε per sample set; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{'box' if args.box else 'keypoint'}: {count} instances, n = {args.n}, batch {args.batch_size}, "
+          f"σ = {args.sigma:g}, {args.threads} thread(s), {len(args.eps)} ε per sample set; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"certify (noise + forward + sort + {len(args.eps)} certificates): {t_rs:.1f} s "
-          f"({1000 * t_rs / len(items):.0f} ms/instance)")
+          f"({1000 * t_rs / count:.0f} ms/instance)")
     print(f"plain forward passes (same count, same batches):      {t_plain:.1f} s "
-          f"({1000 * t_plain / len(items):.0f} ms/instance)")
+          f"({1000 * t_plain / count:.0f} ms/instance)")
     print(f"ratio certify / plain = {t_rs / t_plain:.3f}  (target <= 1.15)")
 
 
