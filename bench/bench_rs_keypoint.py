@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from functools import partial
 
 import torch
 
@@ -37,6 +38,24 @@ def plain_passes(f, image: torch.Tensor, n: int, batch_size: int) -> None:
             done += k
 
 
+def alternate(pairs, total: int, args) -> tuple[float, float, int]:
+    """Time ``(certify, plain)`` callables alternately → (Σ certify s, Σ plain s, instances done)."""
+    t_rs = t_plain = 0.0
+    done = 0
+    for done, (certify, plain) in enumerate(pairs, 1):
+        t0 = time.perf_counter()
+        certify()
+        t1 = time.perf_counter()
+        plain()
+        t2 = time.perf_counter()
+        t_rs, t_plain = t_rs + t1 - t0, t_plain + t2 - t1
+        print(f"instance {done}/{total}: certify {t1 - t0:.2f} s, plain {t2 - t1:.2f} s, running ratio "
+              f"{t_rs / t_plain:.3f}", flush=True)
+        if out_of_time(args):
+            break
+    return t_rs, t_plain, done
+
+
 def keypoint_times(args) -> tuple[float, float, int]:
     """(Σ certify seconds, Σ plain seconds, instances) of the keypoint pipeline."""
     model, ck = load_checkpoint(args.checkpoint)
@@ -44,19 +63,15 @@ def keypoint_times(args) -> tuple[float, float, int]:
     data.samples = data.samples[: args.images]
     size = int(ck["input_size"])
     items = instance_inputs(data, KeypointLayout.from_dict(ck["layout"]), size, float(ck["padding"]))
-    t_rs = t_plain = 0.0
-    for i, inst in enumerate(items):
-        f = CropKeypoints(model, inst.affine, tuple(inst.image.shape[1:]), size, inst.channels).eval()
-        t0 = time.perf_counter()
-        certify_instance(model, inst, size, args.eps, args.sigma, args.n, 0.001, args.batch_size, seed=i)
-        t1 = time.perf_counter()
-        plain_passes(f, inst.image, args.n, args.batch_size)
-        t2 = time.perf_counter()
-        t_rs, t_plain = t_rs + t1 - t0, t_plain + t2 - t1
-        report(i, len(items), t1 - t0, t2 - t1, t_rs, t_plain)
-        if out_of_time(args):
-            return t_rs, t_plain, i + 1
-    return t_rs, t_plain, len(items)
+
+    def pairs():
+        for i, inst in enumerate(items):
+            f = CropKeypoints(model, inst.affine, tuple(inst.image.shape[1:]), size, inst.channels).eval()
+            yield (partial(certify_instance, model, inst, size, args.eps, args.sigma, args.n, 0.001,
+                           args.batch_size, seed=i),
+                   partial(plain_passes, f, inst.image, args.n, args.batch_size))
+
+    return alternate(pairs(), len(items), args)
 
 
 def box_times(args) -> tuple[float, float, int]:
@@ -72,28 +87,14 @@ def box_times(args) -> tuple[float, float, int]:
                           rs_batch_size=args.batch_size)
     grid = {p: list(v) for p, v in PAPER_EPS.items()}
     args.eps = [e for v in grid.values() for e in v]
-    t_rs = t_plain = 0.0
-    for i in range(len(images)):
-        t0 = time.perf_counter()
-        rs_records(model, images[i], boxes[i], grid, config, seed=i)
-        t1 = time.perf_counter()
-        plain_passes(model, images[i], args.n, args.batch_size)
-        t2 = time.perf_counter()
-        t_rs, t_plain = t_rs + t1 - t0, t_plain + t2 - t1
-        report(i, len(images), t1 - t0, t2 - t1, t_rs, t_plain)
-        if out_of_time(args):
-            return t_rs, t_plain, i + 1
-    return t_rs, t_plain, len(images)
+    pairs = ((partial(rs_records, model, images[i], boxes[i], grid, config, seed=i),
+              partial(plain_passes, model, images[i], args.n, args.batch_size)) for i in range(len(images)))
+    return alternate(pairs, len(images), args)
 
 
 def out_of_time(args) -> bool:
     """``--time-limit``: stop after the instance that crosses it (the ratio covers the finished ones)."""
     return args.time_limit > 0 and time.perf_counter() - args.started > args.time_limit
-
-
-def report(i: int, total: int, rs: float, plain: float, t_rs: float, t_plain: float) -> None:
-    print(f"instance {i + 1}/{total}: certify {rs:.2f} s, plain {plain:.2f} s, running ratio "
-          f"{t_rs / t_plain:.3f}", flush=True)
 
 
 def main() -> None:
