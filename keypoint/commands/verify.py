@@ -1,4 +1,8 @@
-"""``geo-rs keypoint verify``: certified keypoints over a dataset (see :mod:`keypoint.verify.run`)."""
+"""``geo-rs keypoint verify``: certified keypoints over a dataset (see :mod:`keypoint.verify.run`).
+
+On COCO data every record also names its crop's origin (``image_id``, ``annotation``: index in the image,
+``category_id``) and ``OUT/candidates/*.json`` holds the candidate sets in image pixels for ``geo-rs
+keypoint pose-bound --certifier milp --candidates`` (:mod:`keypoint.verify.export`)."""
 from __future__ import annotations
 
 import argparse
