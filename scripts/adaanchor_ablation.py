@@ -95,6 +95,12 @@ def _fmt(v, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
+def _ci_cell(c: dict | None, digits: int) -> str:
+    """``+d.dd [+lo, +hi]`` for one paired-bootstrap entry, ``—`` when there is none."""
+    return "—" if c is None else (f"{c['diff']:+.{digits}f} [{c['ci95'][0]:+.{digits}f}, "
+                                  f"{c['ci95'][1]:+.{digits}f}]")
+
+
 # ---------------------------------------------------------------------------------------- training
 def run_config(method: str, split: str, seed: int, out: Path, epochs: int | None,
                overrides: dict | None = None, run_name: str | None = None):
@@ -285,11 +291,7 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
                            **{k: {"mean": v[0], "per_seed": v[1]} for k, v in row.items()},
                            "vs_heatmap": cis}
         cells = [_fmt(row[k][0], d) for k, _, d in METRICS]
-        deltas = []
-        for k, _, d in METRICS[:4]:
-            c = cis.get(k)
-            deltas.append("—" if c is None
-                          else f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]")
+        deltas = [_ci_cell(cis.get(k), d) for k, _, d in METRICS[:4]]
         change = "/".join(f"{100 * p['plateau']:+.0f} %" for p in rs)
         lines.append(f"| {label} | {len(rs)} | {'/'.join(f'{e:g}' for e in epochs)} | {change} | "
                      + " | ".join(cells)
@@ -306,8 +308,7 @@ def invisible_table(results: dict) -> str:
             cells = []
             for key in ("occluded_error", "truncated_error"):
                 c = n["vs_heatmap"].get(key)
-                ci = "—" if c is None else f"{c['diff']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
-                cells += [_fmt(n[key]["mean"], 2), ci, "—" if c is None else str(c["keypoints"])]
+                cells += [_fmt(n[key]["mean"], 2), _ci_cell(c, 2), "—" if c is None else str(c["keypoints"])]
             lines.append(f"| {split} | {method} | {n['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -347,9 +348,7 @@ def versus_table(runs_by_split: dict, base: str = "fixanchor", name: str = "FixA
             if not method.startswith("adaanchor") or method == base:
                 continue
             cis = paired_bootstrap(runs[method], runs[base])
-            cells = ["—" if k not in cis else
-                     f"{cis[k]['diff']:+.{d}f} [{cis[k]['ci95'][0]:+.{d}f}, {cis[k]['ci95'][1]:+.{d}f}]"
-                     for k, _, d in keys]
+            cells = [_ci_cell(cis.get(k), d) for k, _, d in keys]
             lines.append(f"| {split} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -386,19 +385,28 @@ def anchor_table(runs_by_split: dict) -> str:
     return "\n".join(lines)
 
 
+GUARD_CHOSEN = next(i for i, label in enumerate(GUARD) if "(chosen)" in label)
+
+
 def guard_table(out: Path) -> tuple[str, dict]:
-    lines = [f"| variant | {ANCHOR_HEAD} | Vis.Error | Inv.Error | Inv.Score |", "|---|" + "---|" * 9]
+    """One row per guard variant (seed 0), with Vis./Inv.Error against the chosen guard (paired CI)."""
+    loaded = {i: _load(out / "guard" / "occlusion" / f"variant{i}" / "seed0") for i in range(len(GUARD))}
+    chosen = loaded[GUARD_CHOSEN]
+    lines = [f"| variant | {ANCHOR_HEAD} | Vis.Error | Inv.Error | Inv.Score | "
+             "ΔVis.Error vs chosen [95 % CI] | ΔInv.Error vs chosen [95 % CI] |", "|---|" + "---|" * 11]
     numbers = {}
     for i, label in enumerate(GUARD):
-        p = _load(out / "guard" / "occlusion" / f"variant{i}" / "seed0")
+        p = loaded[i]
         if p is None:
             continue
         d = _diag([p])
         v = p["summary"]["val"]
-        numbers[label] = {"diag": d, "history": p["diag"],
+        cis = paired_bootstrap([p], [chosen]) if chosen is not None and i != GUARD_CHOSEN else {}
+        numbers[label] = {"diag": d, "history": p["diag"], "vs_chosen": cis,
                           **{k: v[k] for k in ("vis_error", "inv_error", "inv_score")}}
         lines.append(f"| {label} | {_anchor_cells(d, 'infer')} | {_anchor_cells(d, 'train')} | "
-                     f"{v['vis_error']:.2f} | {v['inv_error']:.2f} | {v['inv_score']:.3f} |")
+                     f"{v['vis_error']:.2f} | {v['inv_error']:.2f} | {v['inv_score']:.3f} | "
+                     f"{_ci_cell(cis.get('vis_error'), 2)} | {_ci_cell(cis.get('inv_error'), 2)} |")
     return "\n".join(lines), numbers
 
 

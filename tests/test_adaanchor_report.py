@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,28 @@ def test_one_row_for_the_one_configuration_and_seed_by_seed_differences(base_run
     assert seeds.count("| occlusion | adaanchor |") == 2
     inv = study.invisible_table({"occlusion": numbers})
     assert "| occlusion | adaanchor | 2 | " in inv and "+1.00 [+1.00, +1.00]" in inv
+
+
+def _write_run(run: Path, p: dict, vis_error: float) -> None:
+    run.mkdir(parents=True)
+    np.savez_compressed(run / "preds.npz", **{k: p[k] for k in ("error", "score", "vis", "inside", "image",
+                                                                 "category", "has_scores")})
+    (run / "metrics.json").write_text(json.dumps(
+        {"epochs_run": 12.0, "val": {"vis_error": vis_error, "inv_error": 1.0, "inv_score": 0.5}}))
+
+
+def test_guard_table_compares_each_variant_with_the_chosen_one(tmp_path, base_runs):
+    base = base_runs[0]
+    root = tmp_path / "guard" / "occlusion"
+    _write_run(root / f"variant{study.GUARD_CHOSEN}" / "seed0", base, 2.0)
+    worse = _run(base["error"] + np.array([2.0, 0.5, 0.5]), "seed0")  # visible +2, invisible +0.5
+    _write_run(root / "variant0" / "seed0", worse, 4.0)
+    table, numbers = study.guard_table(tmp_path)
+    rows = table.splitlines()[2:]
+    assert len(rows) == 2  # variants without a finished run are left out
+    first = next(r for r in rows if r.startswith(f"| {list(study.GUARD)[0]} |"))
+    assert first.endswith("| +2.00 [+2.00, +2.00] | +0.50 [+0.50, +0.50] |")
+    chosen = next(r for r in rows if "(chosen)" in r)
+    assert chosen.endswith("| — | — |")
+    assert all(r.count("|") == table.splitlines()[0].count("|") for r in rows)
+    assert numbers[list(study.GUARD)[0]]["vs_chosen"]["vis_error"]["diff"] == pytest.approx(2.0)

@@ -109,6 +109,17 @@ def report_worker(state: dict, unit: Unit) -> dict:
             "threads": torch.get_num_threads(), "draw": float(torch.rand(())), "seed": unit.seed}
 
 
+def page_faults_of_reallocating(state, unit: Unit) -> dict:
+    """Minor page faults of allocating, filling and freeing an 8 MiB buffer 20 times in this thread."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(20):
+        np.ones(1 << 20).sum()
+    return {"faults": resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before,
+            "trim_env": os.environ.get("MALLOC_TRIM_THRESHOLD_")}
+
+
 def exit_worker(state, unit: Unit) -> dict:
     if unit.id == "u3":
         os._exit(3)  # like a worker killed by the OS
@@ -130,6 +141,19 @@ def test_setup_runs_once_per_worker_with_one_thread_and_seeded_units(engine, req
     assert all(r["seed"] == unit_seed(11, u.id) for r, u in zip(results, units))
     serial = run_units(Task(report_worker, count_setup, ("model",)), units, ExecOptions(workers=1), seed=11)
     assert [r["draw"] for r in results] == [r["draw"] for r in serial.results.values()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator, RUSAGE_THREAD")
+def test_dask_workers_reuse_freed_buffers_instead_of_faulting_them_in_again(dask_cluster):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which made every large buffer be mmapped and faulted in
+    afresh (2.3x the compute per unit; here ~5 of the 20 buffers, 10,300 faults); the worker plugin
+    restores glibc's thresholds (~500 faults: the buffer is faulted in once and reused)."""
+    run = run_units(Task(page_faults_of_reallocating), [Unit("a"), Unit("b")],
+                    ExecOptions(workers=2, cluster=dask_cluster), seed=0)
+    pages = (8 << 20) // os.sysconf("SC_PAGE_SIZE")
+    for r in run.results.values():
+        assert r["trim_env"] is not None  # the setting this guards against is really there
+        assert r["faults"] < 2 * pages, r
 
 
 def test_a_dead_local_worker_is_one_user_error():

@@ -44,6 +44,7 @@ from .attack import Hit, argmax_uv, attack_assignment
 from .milp import MilpOutcome, solve_rows, spec_rows
 from .reachable import LEVELS, ReachableHeatmaps, add_exact_encoding, check_exact_supported, compute_reach
 from .spec import KeypointSpec
+from .wrappers import HeatmapsOf
 
 METHODS = ("coupled", "decoupled")
 BOUND_METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
@@ -149,17 +150,6 @@ class KeypointVerification:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-class HeatmapsOf(nn.Module):
-    """The ``"heatmaps"`` output of a keypoint model that returns a dict (our KeypointModels)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)["heatmaps"]
-
-
 @dataclass
 class Instance:
     """A checked verification instance: the heatmap network, ``x (1, C, H, W)``, the clean argmax."""

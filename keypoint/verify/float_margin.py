@@ -104,9 +104,8 @@ def _maxpool(layer: nn.MaxPool2d, s: _State) -> _State:
 
 
 def _walk(module: nn.Module, s: _State) -> _State:
-    from .api import HeatmapsOf
     from .detector import Residual
-    from .reachable import FlatHeatmaps
+    from .wrappers import FlatHeatmaps, HeatmapsOf
 
     if isinstance(module, nn.Sequential):
         for layer in module:

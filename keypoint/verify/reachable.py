@@ -39,6 +39,8 @@ from torch import Tensor, nn
 
 from geo_rs.errors import UserError
 
+from .wrappers import FlatHeatmaps
+
 LEVELS = ("interval", "linear", "exact")
 # Specification rows × batch per bound call: the backward pass holds (rows × batch × activations) float64
 # values, ~GBs beyond a few hundred rows on a 64x64 detector (4096 rows × 8 cells ran a 23 GB machine out
@@ -120,17 +122,6 @@ class ReachableHeatmaps:
 
 
 # ------------------------------------------------------------------------------------------ the model
-class FlatHeatmaps(nn.Module):
-    """``model(x).flatten(1)`` for models that are not an ``nn.Sequential``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).flatten(1)
-
-
 def flat_model(model: nn.Module) -> nn.Module:
     """The detector with flattened outputs, as the bound engine wants it. A ``Sequential`` stays one
     (``Sequential(*layers, Flatten())``), so its first layer is fused with brightness/contrast."""
