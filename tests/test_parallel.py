@@ -182,6 +182,7 @@ def test_store_resumes_refuses_other_jobs_and_overwrites(tmp_path):
 
 # ------------------------------------------------------------------------------------ signals
 SLOW_MODEL = '''
+import time
 import torch
 from torch import nn
 
