@@ -31,13 +31,16 @@ from keypoint.verify.run import RunConfig, make_perturbation, run_dataset, summa
 
 EPS = {"noise": [0.0005, 0.001, 0.002], "brightness": [0.002, 0.005, 0.01], "contrast": [0.005, 0.01, 0.02]}
 EPS_TOY = {"noise": [0.02, 0.05, 0.1], "brightness": [0.1, 0.3, 0.5], "contrast": [0.2, 0.5, 0.8]}
+# The IBP-trained quick detector certifies everything at EPS (one candidate per keypoint): a wider grid.
+EPS_WIDE = {"noise": [0.002, 0.005, 0.01], "brightness": [0.01, 0.03, 0.06], "contrast": [0.02, 0.05, 0.1]}
+GRIDS = {"default": EPS, "toy": EPS_TOY, "wide": EPS_WIDE}
 
 
 def configs(args) -> list[tuple[str, float, str, str]]:
     """Priority order (cut by the time budget from the end): every (perturbation, ε) at the first level with
-    the first solver, then the next level, then the other solvers."""
-    grid = EPS_TOY if args.checkpoint == "toy" else EPS
-    return [(pert, grid[pert][j], level, solver) for solver in args.solvers for level in args.levels
+    the first solver, then the other solvers, then the next level."""
+    grid = GRIDS["toy" if args.checkpoint == "toy" else args.grid]
+    return [(pert, grid[pert][j], level, solver) for level in args.levels for solver in args.solvers
             for pert in args.perturbations for j in args.eps_index]
 
 
@@ -122,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--levels", nargs="+", default=["interval", "linear"])
     p.add_argument("--eps-index", nargs="+", type=int, default=[0, 1, 2],
                    help="which of the three ε of each perturbation's grid (default 0 1 2)")
+    p.add_argument("--grid", default="default", choices=["default", "wide"],
+                   help="ε grid per perturbation (toy: always the toy grid) (default %(default)s)")
     p.add_argument("--solvers", nargs="+", default=["cbc", "highs"], choices=["cbc", "highs"],
                    help="MILP solvers, each over every level and (perturbation, ε) (default cbc highs)")
     p.add_argument("--bounds-method", default="CROWN-IBP", help="(default %(default)s)")
