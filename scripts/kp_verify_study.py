@@ -40,6 +40,12 @@ def configs(args) -> list[tuple[str, float, str, str]]:
     """Priority order (cut by the time budget from the end): every (perturbation, ε) at the first level with
     the first solver, then the other solvers, then the next level."""
     grid = GRIDS["toy" if args.checkpoint == "toy" else args.grid]
+    if args.configs:  # an explicit list, in its order: PERTURBATION:EPS_INDEX:LEVEL:SOLVER
+        out = []
+        for text in args.configs:
+            pert, j, level, solver = text.split(":")
+            out.append((pert, grid[pert][int(j)], level, solver))
+        return out
     return [(pert, grid[pert][j], level, solver) for level in args.levels for solver in args.solvers
             for pert in args.perturbations for j in args.eps_index]
 
@@ -129,6 +135,9 @@ def main(argv=None) -> int:
                    help="ε grid per perturbation (toy: always the toy grid) (default %(default)s)")
     p.add_argument("--solvers", nargs="+", default=["cbc", "highs"], choices=["cbc", "highs"],
                    help="MILP solvers, each over every level and (perturbation, ε) (default cbc highs)")
+    p.add_argument("--configs", nargs="+", default=None,
+                   help="explicit configs PERTURBATION:EPS_INDEX:LEVEL:SOLVER in this order, instead of the "
+                        "product of the options above (default: the product)")
     p.add_argument("--bounds-method", default="CROWN-IBP", help="(default %(default)s)")
     p.add_argument("--time-limit", type=float, default=20.0, help="MILP seconds per instance (default 20)")
     p.add_argument("--samples", type=int, default=10_000,
