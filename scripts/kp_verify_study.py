@@ -31,20 +31,23 @@ from keypoint.verify.run import RunConfig, make_perturbation, run_dataset, summa
 
 EPS = {"noise": [0.0005, 0.001, 0.002], "brightness": [0.002, 0.005, 0.01], "contrast": [0.005, 0.01, 0.02]}
 EPS_TOY = {"noise": [0.02, 0.05, 0.1], "brightness": [0.1, 0.3, 0.5], "contrast": [0.2, 0.5, 0.8]}
+# The IBP-trained quick detector certifies everything at EPS (one candidate per keypoint): a wider grid.
+EPS_WIDE = {"noise": [0.002, 0.005, 0.01], "brightness": [0.01, 0.03, 0.06], "contrast": [0.02, 0.05, 0.1]}
+GRIDS = {"default": EPS, "toy": EPS_TOY, "wide": EPS_WIDE}
 
 
 def configs(args) -> list[tuple[str, float, str, str]]:
-    """Priority order: every (perturbation, ε) at the interval level with CBC first, then linear, then the
-    HiGHS comparison at the middle ε (cut by the time budget from the end)."""
-    out = []
-    grid = EPS_TOY if args.checkpoint == "toy" else EPS
-    for level in args.levels:
-        for pert in args.perturbations:
-            for j in args.eps_index:
-                out.append((pert, grid[pert][j], level, "cbc"))
-    for pert in args.perturbations:
-        out.append((pert, grid[pert][1], args.levels[0], "highs"))
-    return out
+    """Priority order (cut by the time budget from the end): every (perturbation, ε) at the first level with
+    the first solver, then the other solvers, then the next level."""
+    grid = GRIDS["toy" if args.checkpoint == "toy" else args.grid]
+    if args.configs:  # an explicit list, in its order: PERTURBATION:EPS_INDEX:LEVEL:SOLVER
+        out = []
+        for text in args.configs:
+            pert, j, level, solver = text.split(":")
+            out.append((pert, grid[pert][int(j)], level, solver))
+        return out
+    return [(pert, grid[pert][j], level, solver) for level in args.levels for solver in args.solvers
+            for pert in args.perturbations for j in args.eps_index]
 
 
 @torch.no_grad()
@@ -57,8 +60,10 @@ def _sample_keypoints(model, x, pert, n: int, seed: int) -> np.ndarray:
     return np.concatenate(uv)
 
 
-def attack_certified(model, images, records: list[dict], n_samples: int, seed: int = 0) -> dict:
-    """Attack every certified record; returns counts (attacked, violations, samples)."""
+def attack_certified(model, images, records: list[dict], n_samples: int, seed: int = 0,
+                     cache: dict | None = None) -> dict:
+    """Attack every certified record; returns counts (attacked, violations, samples). ``cache`` keeps the
+    sampled keypoints per (image, perturbation, ε) for the other levels / solvers of the same set."""
     units: dict[tuple, list[dict]] = {}
     for r in records:
         if r["verdict"] == "certified":
@@ -69,7 +74,12 @@ def attack_certified(model, images, records: list[dict], n_samples: int, seed: i
         pert = make_perturbation(pname, eps)
         clean = np.asarray(recs[0]["keypoints"])
         specs = {r["spec"]: KeypointSpec.parse(_spec_text(r["spec"])) for r in recs}
-        uv = _sample_keypoints(model, x, pert, n_samples, seed + i)
+        key = (i, pname, eps)
+        if cache is None or key not in cache:
+            uv = _sample_keypoints(model, x, pert, n_samples, seed + i)
+            if cache is not None:
+                cache[key] = uv
+        uv = cache[key] if cache is not None else uv
         bad = {s for s, sp in specs.items() if any(sp.violated(clean, u) for u in uv)}
         strict = min(specs, key=lambda s: specs[s].delta)
         cands = [np.asarray(c) for c in recs[0]["candidates"]]
@@ -121,6 +131,13 @@ def main(argv=None) -> int:
     p.add_argument("--levels", nargs="+", default=["interval", "linear"])
     p.add_argument("--eps-index", nargs="+", type=int, default=[0, 1, 2],
                    help="which of the three ε of each perturbation's grid (default 0 1 2)")
+    p.add_argument("--grid", default="default", choices=["default", "wide"],
+                   help="ε grid per perturbation (toy: always the toy grid) (default %(default)s)")
+    p.add_argument("--solvers", nargs="+", default=["cbc", "highs"], choices=["cbc", "highs"],
+                   help="MILP solvers, each over every level and (perturbation, ε) (default cbc highs)")
+    p.add_argument("--configs", nargs="+", default=None,
+                   help="explicit configs PERTURBATION:EPS_INDEX:LEVEL:SOLVER in this order, instead of the "
+                        "product of the options above (default: the product)")
     p.add_argument("--bounds-method", default="CROWN-IBP", help="(default %(default)s)")
     p.add_argument("--time-limit", type=float, default=20.0, help="MILP seconds per instance (default 20)")
     p.add_argument("--samples", type=int, default=10_000,
@@ -135,7 +152,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     model, images = load_study(a)
     specs = [KeypointSpec.l1(float(d)).__dict__.copy() for d in a.deltas.split(",")]
-    rows, attack, done = [], {"attacked": 0, "violations": 0}, []
+    rows, attack, done, samples = [], {"attacked": 0, "violations": 0}, [], {}
     for pert, eps, level, solver in configs(a):
         if time.time() - t0 > a.budget_s:
             break
@@ -144,7 +161,7 @@ def main(argv=None) -> int:
         out_dir = Path(a.out) / f"{pert}_{eps:g}_{level}_{solver}"
         res = run_dataset(model, images, None, cfg, out_dir, progress=False)
         write_outputs(out_dir, res["records"], {"checkpoint": a.checkpoint})
-        att = attack_certified(model, images, res["records"], a.samples)
+        att = attack_certified(model, images, res["records"], a.samples, cache=samples)
         attack = {k: attack[k] + att[k] for k in ("attacked", "violations")}
         rows += summarize(res["records"])
         done.append({"perturbation": pert, "eps": eps, "level": level, "solver": solver, **att,

@@ -1,10 +1,15 @@
 """``geo-rs keypoint verify`` in-process on a tiny verification detector: outputs and their format (the
-per-keypoint candidate sets issue 11 consumes), resume, refusal of a different job, one-line errors."""
+per-keypoint candidate sets issue 11 consumes), resume, refusal of a different job, one-line errors; and
+the real CLI in a subprocess with two workers stopped by SIGTERM / SIGINT, then resumed."""
 import json
+import os
+import signal
+import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_run import descendants, start_and_wait_for_parts, wait_gone
 
 from geo_rs.cli import main
 from keypoint.verify.detector import CHECKPOINT_FORMAT, DetectorConfig, build_detector
@@ -115,3 +120,49 @@ def test_verify_help_has_defaults_and_units(capsys):
     for needle in ("default 60", "seconds", "pixel intensity", "default CROWN-IBP", "default 20",
                    "default synth", "default 1)"):
         assert needle in text, needle
+
+
+# ------------------------------------------------------------------------------------ signals
+SIGNAL_IMAGES = 8  # units: one per image (one perturbation, ε, level, solver), ~0.5 CPU-s each
+
+
+def _signal_args(ckpt, out, *extra) -> list[str]:
+    return _args(ckpt, out, "--spec", "l1:0", "l1:4", "--images", str(SIGNAL_IMAGES), *extra)
+
+
+def _without_times(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "solve_seconds")} for r in records]
+
+
+@pytest.fixture(scope="module")
+def straight_records(checkpoint, tmp_path_factory):
+    """The same job run once, uninterrupted, in this process with one worker."""
+    out = tmp_path_factory.mktemp("kpv_straight") / "run"
+    assert main(_signal_args(checkpoint, out)) == 0
+    return json.loads((out / "results.json").read_text())["records"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, group", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+def test_a_signal_stops_the_pool_leaves_no_process_and_the_rerun_resumes_identically(
+        checkpoint, straight_records, tmp_path, capsys, signum, code, group):
+    """The real CLI in a subprocess with two workers gets SIGTERM (``kill PID``) or SIGINT to its whole
+    process group (Ctrl-C on a terminal): exit 143 / 130 without a traceback, no child left, the finished
+    units kept; the rerun computes only the rest and its records equal an uninterrupted run's."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "geo_rs.cli", *_signal_args(checkpoint, out, "--workers", "2")]
+    proc = start_and_wait_for_parts(cmd, tmp_path, out / "parts", new_session=group)
+    children = descendants(proc.pid)
+    assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+    os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and f"interrupted by {signal.Signals(signum).name}" in err, err
+    assert not wait_gone(children)
+    saved = len(list((out / "parts").glob("*.json")))
+    assert 2 <= saved < SIGNAL_IMAGES
+    capsys.readouterr()
+    assert main(_signal_args(checkpoint, out)) == 0  # the rerun (in this process: one worker is enough)
+    assert f"({SIGNAL_IMAGES - saved} units computed, {saved} resumed)" in capsys.readouterr().out
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert _without_times(records) == _without_times(straight_records)
