@@ -8,10 +8,8 @@ the worker's first unit. Units are submitted through ``Client.get_executor`` (a
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import logging
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from distributed import Client, LocalCluster, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import UserError
-from .parallel_engines import build_state, execute, one_thread
+from .parallel_engines import build_state, execute, one_thread, worker_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parallel_units import Task, Unit
@@ -30,6 +28,17 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DaskEngine"]
 
 CLUSTER_TIMEOUT_ENV = "GEO_RS_CLUSTER_TIMEOUT"  # seconds to reach a scheduler (default 10)
+
+
+#: Dask settings that keep a worker's event loop from interrupting the unit it computes (see start()).
+QUIET_WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.tick.limit": "10s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "5s",
+}
 
 
 class StatePlugin(WorkerPlugin):
@@ -49,7 +58,7 @@ class StatePlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         one_thread()
-        restore_malloc_thresholds()
+        worker_allocator()
 
     def teardown(self, worker) -> None:
         self.state, self.ready = None, False
@@ -59,27 +68,6 @@ class StatePlugin(WorkerPlugin):
             self.state = build_state(self.setup_fn, self.setup_args)
             self.ready = True
         return self.state
-
-
-def restore_malloc_thresholds() -> bool:
-    """Undo, in this worker process, what Dask's nanny does to glibc's allocator; True if done.
-
-    The nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory back to
-    the OS). Setting that also switches off glibc's *dynamic* mmap threshold, so every large buffer (a
-    batch of noisy inputs, a layer's activations) is mmapped, page-faulted in and unmapped again at
-    each use: 2.3x the compute per smoothing unit measured here. glibc's dynamic thresholds rise to
-    at most 32 MiB (mmap) and 64 MiB (trim) on 64-bit; those ceilings are put back, so the worker
-    allocates like any other process (the local pool's workers) and still trims above 64 MiB.
-    """
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to undo
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
 
 
 def run_dask_unit(plugin_name: str, fn: Callable, unit: Unit) -> tuple[str, dict, float]:
@@ -110,10 +98,11 @@ class DaskEngine:
         timeout = float(os.environ.get(CLUSTER_TIMEOUT_ENV, "10"))
         if self.address == "local":
             self._children_before = _children()
-            # The workers' statistical profiler samples the task thread's stack every 10 ms: CPU the
-            # units need on a small machine (remote workers: set it in their own Dask config).
-            with dask.config.set({"distributed.worker.profile.enabled": False,
-                                  "distributed.admin.system-monitor.gil.enabled": False}):
+            # Each wake-up of a worker's event loop takes the GIL from the unit's thread: the profiler
+            # (every 10 ms), the tick monitor (20 ms), the system and memory monitors (0.5 s, 0.1 s)
+            # cost 1.68x the compute per 1-s unit against the local pool on 2 cores, 1.29x without
+            # them (bench_parallel). Remote workers: the same keys in their own Dask config (README).
+            with dask.config.set(QUIET_WORKER_CONFIG):
                 self.cluster = LocalCluster(n_workers=self.local_workers, threads_per_worker=1,
                                             processes=True, dashboard_address=None,
                                             silence_logs=logging.ERROR,
