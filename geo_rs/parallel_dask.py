@@ -101,7 +101,8 @@ class DaskEngine:
             # Each wake-up of a worker's event loop takes the GIL from the unit's thread: the profiler
             # (every 10 ms), the tick monitor (20 ms), the system and memory monitors (0.5 s, 0.1 s)
             # cost 1.68x the compute per 1-s unit against the local pool on 2 cores, 1.29x without
-            # them (bench_parallel). Remote workers: the same keys in their own Dask config (README).
+            # them (bench_parallel at 1000-sample batches). Remote workers: the same keys in their own
+            # Dask config (README).
             with dask.config.set(QUIET_WORKER_CONFIG):
                 self.cluster = LocalCluster(n_workers=self.local_workers, threads_per_worker=1,
                                             processes=True, dashboard_address=None,
