@@ -152,9 +152,11 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                         "(default CROWN-IBP)")
     p.add_argument("--solver", nargs="+", default=["cbc"], help="MILP solvers: cbc, highs (default cbc)")
     p.add_argument("--float32", default="rigorous",
-                   help="float32 rounding of the detector: rigorous (forward-error bound; sound for the "
-                        "float32 model) or heuristic (1e-5 relative; sound for the real-arithmetic network "
-                        "only) (default rigorous)")
+                   help="rounding of the detector: rigorous (forward-error bound; certificates for the "
+                        "float32 model), float64 (the model verified and attacked as run in float64, "
+                        "model.double(); certificates for that deployment only) or heuristic (1e-5 "
+                        "relative; sound for the real-arithmetic network only); each record's "
+                        "'arithmetic' says which (default rigorous)")
     p.add_argument("--time-limit", type=float, default=60.0,
                    help="MILP time per instance (seconds; default 60); a time-out is 'unknown'")
     p.add_argument("--attack-random", type=int, default=64,

@@ -1,14 +1,15 @@
 """Why a verification detector does or does not verify: per perturbation, the clean top-1/top-2 logit gap,
-the median IBP width of the heatmap bounds, the median float32 margin (rigorous or heuristic) and the
-candidates per keypoint that survive the interval level (CROWN-IBP on the differences), on the first N
-validation crops.
+the median IBP width of the heatmap bounds, the median rounding margin (float32 rigorous, float64 rigorous
+for a ``model.double()`` deployment, or heuristic) and the candidates per keypoint that survive the
+interval level (CROWN-IBP on the differences), on the first N validation crops.
 
     /work/bin/wtpy scripts/kp_verify_margins.py runs/kp_verify_quick2/detector_16.pt --images 2 \\
-        --eps noise=0.001 brightness=0.005 contrast=0.01 [--float32 heuristic]
+        --eps noise=0.001 brightness=0.005 contrast=0.01 [--float32 heuristic|float64]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from keypoint.verify.run import make_perturbation  # noqa: E402
 
 def margins(model, images, name: str, eps: float, float32: str) -> dict:
     pert = make_perturbation(name, eps)
+    if float32 == "float64":  # the float64 deployment: its own margin, its own clean argmax
+        model = copy.deepcopy(model).double().eval()
+        images = [x.double() for x in images]
     net = flat_model(model)
     gaps, widths, fms, cands = [], [], [], []
     for x in images:
@@ -39,9 +43,10 @@ def margins(model, images, name: str, eps: float, float32: str) -> dict:
         widths.append(float(np.median((hi - lo).numpy())))
         reach = interval_reach(model, x, pert, "CROWN-IBP", flat.argmax(-1).numpy(), (k, h, w), float32)
         cands.append([int(c) for c in reach.n_candidates])
-    return {"perturbation": name, "eps": eps, "gap_median": float(np.median(np.concatenate(gaps))),
+    return {"perturbation": name, "eps": eps, "float32": float32,
+            "gap_median": float(np.median(np.concatenate(gaps))),
             "ibp_width_median": float(np.median(widths)), "float_margin_median": float(np.median(fms)),
-            "candidates": cands}
+            "candidates_median": float(np.median(np.concatenate(cands))), "candidates": cands}
 
 
 def main(argv=None) -> int:
@@ -50,8 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=2, help="validation crops (default 2)")
     p.add_argument("--eps", nargs="+", default=["noise=0.001", "brightness=0.005", "contrast=0.01"],
                    help="NAME=ε pairs (default noise=0.001 brightness=0.005 contrast=0.01)")
-    p.add_argument("--float32", default="rigorous", choices=["rigorous", "heuristic"],
-                   help="float32 margin (default rigorous)")
+    p.add_argument("--float32", default="rigorous", choices=["rigorous", "float64", "heuristic"],
+                   help="rounding margin: rigorous (float32 model), float64 (model.double()) or heuristic "
+                        "(default rigorous)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     model = load_detector(a.checkpoint)

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class KeypointVerification:
         status: solver status strings. stride: input pixels per heatmap pixel (None if not integral).
         spec: the spec's description. per_keypoint: decoupled verdict names per keypoint.
         timings: seconds per stage. notes: deviations from the request (e.g. a bound-method fallback).
+        arithmetic: which model a CERTIFIED verdict is proved for: "float32" (the model as given, float32),
+            "float64" (the model run in float64, ``model.double()``; the attack ran that model too) or
+            "real" (heuristic rounding margin: the real-arithmetic network only, not a proof for floats).
     """
 
     verdict: object
@@ -90,6 +94,7 @@ class KeypointVerification:
     per_keypoint: list[str] | None = None
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    arithmetic: str = "float32"
 
     @property
     def n_candidates(self) -> list[int]:
@@ -114,6 +119,7 @@ class KeypointVerification:
             "reachable": self.reachable,
             "bounds_method": self.bounds_method,
             "solver": self.solver,
+            "arithmetic": self.arithmetic,
             "spec": self.spec,
             "proof": self.proof,
             "status": self.status,
@@ -176,8 +182,10 @@ class Instance:
         return float(self.stride)
 
 
-def prepare(model: nn.Module, image: Tensor, perturbation) -> Instance:
-    """Check the inputs (one-line UserErrors) and run the clean forward pass."""
+def prepare(model: nn.Module, image: Tensor, perturbation, dtype: torch.dtype = torch.float32) -> Instance:
+    """Check the inputs (one-line UserErrors) and run the clean forward pass. ``dtype`` float64: the
+    instance is a float64 copy of the model (``model.double()``) on the image in float64 — what a float64
+    deployment runs, and what its certificates cover."""
     from geo_rs import Perturbation
     from geo_rs.checks import image_batch
 
@@ -191,8 +199,10 @@ def prepare(model: nn.Module, image: Tensor, perturbation) -> Instance:
     if not isinstance(image, Tensor) or image.dim() != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise UserError(f"image must be a (C, H, W) tensor, got {shape}")
-    x = image_batch("image", image.detach().float()[None].cpu())
+    x = image_batch("image", image.detach().float()[None].cpu()).to(dtype)
     model = model.eval()
+    if dtype != torch.float32:
+        model = copy.deepcopy(model).to(dtype).eval()
     try:
         with torch.no_grad():
             out = model(x)
@@ -372,6 +382,7 @@ def _result(
         per_keypoint=per_keypoint,
         timings=dict(reach.seconds),
         notes=list(reach.notes),
+        arithmetic=reach.arithmetic,
     )
 
 
@@ -444,8 +455,10 @@ def verify_instance(
     """The per-instance unit of a dataset run: reachable heatmaps computed once, then every spec (e.g. a
     sweep of δ) × method. Returns results in ``specs``-major order; each result's ``seconds`` includes
     the shared reachability time. ``float32``: "rigorous" (bounds widened by the float32 model's
-    forward-error bound, :mod:`~keypoint.verify.float_margin`) or "heuristic" (1e-5 relative: a
-    certificate for the real-arithmetic network; a note says so)."""
+    forward-error bound, :mod:`~keypoint.verify.float_margin`), "float64" (the model is verified, and
+    attacked, as run in float64 — ``model.double()`` — with the same analysis at unit roundoff 2^-53:
+    certificates hold for that deployment, not for float32) or "heuristic" (1e-5 relative: a certificate
+    for the real-arithmetic network; a note says so). Each result's ``arithmetic`` says which."""
     from geo_rs.checks import choice
 
     from .reachable import FLOAT32
@@ -456,7 +469,7 @@ def verify_instance(
         if m not in METHODS:
             raise UserError(f"method must be one of {', '.join(METHODS)}; got {m!r}")
     t0 = time.perf_counter()
-    inst = prepare(model, image, perturbation)
+    inst = prepare(model, image, perturbation, torch.float64 if float32 == "float64" else torch.float32)
     if reachable == "exact":
         check_exact_supported(inst.net)
     for s in specs:
@@ -541,7 +554,8 @@ def verify_keypoints(
         out_dir: where to save the result JSON and a counterexample (PNG + .pt).
         max_terms: white noise at the linear level: coefficients kept per band (None: all pixels).
         attack: options of :func:`keypoint.verify.attack.attack_assignment` (steps, restarts, n_random, seed).
-        float32: "rigorous" (default) or "heuristic" float32 margin (see :func:`verify_instance`).
+        float32: "rigorous" (default: certificates for the float32 model), "float64" (for the model run in
+            float64) or "heuristic" (real arithmetic only) (see :func:`verify_instance`).
     """
     return _verify_one(
         "coupled",

@@ -1,16 +1,20 @@
-"""How far the detector *as it computes in float32* can be from the real-arithmetic network whose bounds
-the engine computes (``geo_rs.layer_bounds(..., dtype=torch.float64)``), over a perturbation set.
+"""How far the detector *as it computes in its own dtype* (float32, or float64 for a ``model.double()``
+deployment) can be from the real-arithmetic network whose bounds the engine computes
+(``geo_rs.layer_bounds(..., dtype=torch.float64)``), over a perturbation set.
 
-``geo_rs.output_bounds`` adds no float32 rounding margin: its bounds hold for the network in real
-arithmetic. A certificate must hold for the float32 model a user runs, so every bound the verifier uses
-at the interval and linear levels is widened by :func:`float_deviation` (per output) plus an allowance
-for the engine's own float64 rounding (:attr:`FloatMargin.allowance`).
+``geo_rs.output_bounds`` adds no rounding margin: its bounds hold for the network in real arithmetic. A
+certificate must hold for the model a user runs, so every bound the verifier uses at the interval and
+linear levels is widened by :func:`float_deviation` (per output) plus an allowance for the engine's own
+float64 rounding (:attr:`FloatMargin.allowance`). The unit roundoff is the model's: 2^-24 for float32,
+2^-53 for float64 (the analysis is the same; the float64 margin is ~10^9 times smaller).
 
 The deviation is Higham's forward-error bound, layer by layer, from :mod:`geo_rs.bounds.float_error`
 (the analysis the MILP encoder uses): pixels start with the rounding of ``clamp(x + Σ θ A + δ)``
 (:func:`~geo_rs.bounds.float_error.input_rounding`); an affine layer adds ``γ_{n+1}(|W||h| + |b|)`` on
 interval magnitudes of its float inputs and multiplies incoming errors by ``|W|``; ReLU / MaxPool pass
-errors through (1-Lipschitz); a residual add adds ``u·|a + b|``. Supported structures: ``nn.Sequential``
+errors through (1-Lipschitz), except that a ReLU whose input is ``<= 0`` for the float *and* the real
+network (``hi + dev <= 0``: the float value is ``<= hi`` and the real one within ``dev`` of it) outputs
+exactly 0 in both, so its deviation is 0; a residual add adds ``u·|a + b|``. Supported structures: ``nn.Sequential``
 (nested), the verification detector's :class:`~keypoint.verify.detector.Residual`, the verifier's own
 wrappers, and the affine layers of ``float_error``. Anything else: ``None`` (the caller falls back to a
 heuristic margin and says so in the result's notes).
@@ -69,6 +73,7 @@ class _State:
     dev: Tensor  # |float value − real value|
     mag: Tensor  # magnitude chain with relaxation intercepts
     terms: int = 0
+    u: float = U32  # unit roundoff of the model's dtype
 
 
 class _Unknown(Exception):
@@ -87,12 +92,21 @@ def _affine(layer: nn.Module, s: _State) -> _State:
     for op in ops:
         mid, rad, mag = op.apply(mid), op.abs_linear(rad), op.magnitude(mag)
     slack = local + 1e-12 * (mid.abs() + rad)  # + the float64 rounding of this interval pass
-    return _State(mid - rad - slack, mid + rad + slack, total, mag, s.terms + sum(op.n for op in ops) + 1)
+    terms = s.terms + sum(op.n for op in ops) + 1
+    return _State(mid - rad - slack, mid + rad + slack, total, mag, terms, s.u)
+
+
+def relu_deviation(hi: Tensor, dev: Tensor) -> Tensor:
+    """Deviation after a ReLU whose float input is ``<= hi`` and within ``dev`` of the real one: 0 where
+    ``hi + dev <= 0`` (both inputs ``<= 0``, both outputs exactly 0), else ``dev`` (ReLU is exact and
+    1-Lipschitz)."""
+    return torch.where(hi + dev <= 0, torch.zeros_like(dev), dev)
 
 
 def _relu(s: _State) -> _State:
     inter = torch.maximum(s.lo.abs(), s.hi.abs())
-    return _State(s.lo.clamp(min=0), s.hi.clamp(min=0), s.dev, s.mag + inter, s.terms + 1)
+    dev = relu_deviation(s.hi, s.dev)
+    return _State(s.lo.clamp(min=0), s.hi.clamp(min=0), dev, s.mag + inter, s.terms + 1, s.u)
 
 
 def _maxpool(layer: nn.MaxPool2d, s: _State) -> _State:
@@ -100,7 +114,7 @@ def _maxpool(layer: nn.MaxPool2d, s: _State) -> _State:
         t, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
     )
     inter = torch.maximum(s.lo.abs(), s.hi.abs())
-    return _State(pool(s.lo), pool(s.hi), pool(s.dev), pool(s.mag + inter), s.terms + 1)
+    return _State(pool(s.lo), pool(s.hi), pool(s.dev), pool(s.mag + inter), s.terms + 1, s.u)
 
 
 def _walk(module: nn.Module, s: _State) -> _State:
@@ -119,27 +133,35 @@ def _walk(module: nn.Module, s: _State) -> _State:
         b = _walk(module.body, s)
         lo, hi = s.lo + b.lo, s.hi + b.hi
         big = torch.maximum(lo.abs(), hi.abs())
-        add = U32 * big * (1 + 1e-6) + torch.finfo(torch.float32).tiny
-        out = _State(lo - add, hi + add, s.dev + b.dev + add, s.mag + b.mag, max(s.terms, b.terms) + 1)
+        tiny = torch.finfo(torch.float64 if s.u == U64 else torch.float32).tiny
+        # the model's rounding of the add, plus the float64 rounding of this interval sum (2 u64)
+        add = (s.u + 2 * U64) * big * (1 + 1e-6) + tiny
+        terms = max(s.terms, b.terms) + 1
+        out = _State(lo - add, hi + add, s.dev + b.dev + add, s.mag + b.mag, terms, s.u)
         return _walk(module.act, out)
     if isinstance(module, nn.ReLU):
         return _relu(s)
     if isinstance(module, nn.MaxPool2d):
         return _maxpool(module, s)
-    if any(p.dtype != torch.float32 for p in module.parameters()):
-        raise _Unknown("non-float32 parameters")
+    want = torch.float64 if s.u == U64 else torch.float32
+    if any(p.dtype != want for p in module.parameters()):
+        raise _Unknown(f"parameters not in the input's dtype {want}")
     return _affine(module, s)
 
 
 def float_deviation(model: nn.Module, x: Tensor, perturbation) -> FloatMargin | None:
     """The :class:`FloatMargin` of ``model`` on the set around ``x (1, C, H, W)``, or None when the model's
-    structure is not one the analysis knows (see module docstring)."""
+    structure is not one the analysis knows (see module docstring). The model runs in ``x``'s dtype
+    (float32 or float64); every parameter must have that dtype."""
     from geo_rs.bounds.float_error import input_rounding
 
+    if x.dtype not in (torch.float32, torch.float64):
+        return None
     fam = perturbation.family(x)
     lo, hi = (t.detach().double().cpu() for t in perturbation.input_box(x))
     d0 = input_rounding(fam, x)
-    s = _State((lo - d0).clamp(0, 1), (hi + d0).clamp(0, 1), d0, (hi + d0).clamp(0, 1))
+    u = U64 if x.dtype == torch.float64 else U32
+    s = _State((lo - d0).clamp(0, 1), (hi + d0).clamp(0, 1), d0, (hi + d0).clamp(0, 1), 0, u)
     try:
         with torch.no_grad():
             s = _walk(model, s)

@@ -22,9 +22,12 @@ difference is bounded much more tightly than two pixels separately (the common m
 
 Floating point: the bound engine runs on a float64 copy of the detector (bounds of the real-arithmetic
 network, :func:`geo_rs.layer_bounds` with ``dtype=torch.float64``); every bound is then widened by the
-float32 model's rigorous deviation from it plus the engine's float64 rounding
-(:func:`~keypoint.verify.float_margin.float_deviation`), so the sets hold for the float32 model a user
-runs. For model structures that analysis does not know, a heuristic margin is used and a note says so.
+deployed model's rigorous deviation from it plus the engine's float64 rounding
+(:func:`~keypoint.verify.float_margin.float_deviation`), so the sets hold for the model a user runs:
+``float32="rigorous"`` the float32 model, ``float32="float64"`` the model run in float64
+(``model.double()``, whose margin is ~10^9 times smaller). For model structures that analysis does not
+know, or with ``float32="heuristic"``, a heuristic margin is used and a note says so (certificates then
+hold for the real-arithmetic network only).
 At the exact level the argmax bounds are intersected with the encoder's own (float-sound) output bounds.
 """
 
@@ -96,6 +99,8 @@ class ReachableHeatmaps:
         params: how ``t`` maps to the set (see :class:`ParamNet`). seconds: time per stage.
         notes: what deviated from the request (e.g. a bound-method fallback).
         margin: the :class:`~keypoint.verify.float_margin.FloatMargin` the bounds were widened by.
+        arithmetic: which model the sets hold for: "float32", "float64" (rigorous margins of the model in
+            that dtype) or "real" (heuristic margin: the real-arithmetic network only).
     """
 
     level: str
@@ -109,6 +114,7 @@ class ReachableHeatmaps:
     seconds: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     margin: object | None = None
+    arithmetic: str = "float32"
 
     @property
     def n_candidates(self) -> list[int]:
@@ -130,16 +136,20 @@ def flat_model(model: nn.Module) -> nn.Module:
     return FlatHeatmaps(model).eval()
 
 
-FLOAT32 = ("rigorous", "heuristic")
+FLOAT32 = ("rigorous", "heuristic", "float64")
+# Which arithmetic a certificate covers, per float32 option (the heuristic one is downgraded to "real"
+# also when the structure is unknown: see float_margin).
+ARITHMETIC = {"rigorous": "float32", "float64": "float64", "heuristic": "real"}
 
 
 def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str], float32: str = "rigorous"):
-    """The float32 margin per flat output (see :mod:`~keypoint.verify.float_margin`): ``rigorous`` (the
-    forward-error analysis) or, when asked or for structures the analysis does not know, a heuristic
-    ``1e-5·(1 + |f|)`` with a note (certificates then hold for the real-arithmetic network)."""
+    """The rounding margin per flat output (see :mod:`~keypoint.verify.float_margin`): ``rigorous`` /
+    ``float64`` (the forward-error analysis of the model in ``x``'s dtype) or, when asked or for structures
+    the analysis does not know, a heuristic ``1e-5·(1 + |f|)`` with a note (certificates then hold for the
+    real-arithmetic network)."""
     from .float_margin import float_deviation, heuristic_margin
 
-    m = float_deviation(net, x, perturbation) if float32 == "rigorous" else None
+    m = float_deviation(net, x, perturbation) if float32 != "heuristic" else None
     if m is None:
         with torch.no_grad():
             out = net(x).double().flatten().numpy()
@@ -237,7 +247,8 @@ def interval_reach(
             reach[j].upper[1:] = np.minimum(dhi[pos : pos + n], hi[j, ii] - lo[j, c])
             pos += n
             reach[j].keep(reach[j].upper >= 0)
-    out = ReachableHeatmaps("interval", method, shape, reach, notes=notes, margin=fm)
+    arith = str(x.dtype).replace("torch.", "") if fm.rigorous else "real"
+    out = ReachableHeatmaps("interval", method, shape, reach, notes=notes, margin=fm, arithmetic=arith)
     out.seconds.update({"pixel_bounds": t1 - t0, "difference_bounds": time.perf_counter() - t1})
     return out
 
@@ -264,12 +275,13 @@ class ParamNet(nn.Module):
         if self.n_theta:
             dirs = fam.directions[0].reshape(self.n_theta, n_pix)
             span = (fam.theta_hi - fam.theta_lo).reshape(-1, 1)
-            self.theta_map = nn.Linear(self.n_theta, n_pix)
+            self.theta_map = nn.Linear(self.n_theta, n_pix, dtype=x.dtype)
             with torch.no_grad():
                 self.theta_map.weight.copy_((dirs * span).T)
                 self.theta_map.bias.copy_(base + (dirs * fam.theta_lo.reshape(-1, 1)).sum(0))
             self.theta_map.requires_grad_(False)
         self.register_buffer("base", base - self.noise)
+        self.to(x.dtype)  # a float64 deployment: the slopes are fitted on the float64 model
 
     @property
     def n_params(self) -> int:
@@ -335,7 +347,9 @@ def _fit_slopes(pnet: ParamNet, out_idx: Tensor, ref_idx: Tensor, n_out: int, ce
             ]
         )
         out = []
-        for cell in torch.as_tensor(cells, dtype=torch.float32):
+        dt = pnet.base.dtype
+        unit = unit.to(dt)
+        for cell in torch.as_tensor(cells, dtype=dt):
             pts = cell[:, 0] + unit * (cell[:, 1] - cell[:, 0])
             with torch.no_grad():
                 y = pnet(pts)[:, :n_out]
@@ -344,7 +358,7 @@ def _fit_slopes(pnet: ParamNet, out_idx: Tensor, ref_idx: Tensor, n_out: int, ce
             out.append(torch.linalg.lstsq(design, wd).solution[:p].T.float())
         return torch.stack(out)
     grads = []
-    t0 = torch.full((1, p), 0.5)
+    t0 = torch.full((1, p), 0.5, dtype=pnet.base.dtype)
     for s in range(0, len(out_idx), 64):
         oi, ri = out_idx[s : s + 64], ref_idx[s : s + 64]
         t = t0.expand(len(oi), p).clone().requires_grad_(True)

@@ -108,6 +108,7 @@ def record(r, head: dict, cand_input: list) -> dict:
         "level_used": _level_used(r),
         "bounds_method": d["bounds_method"],
         "solver": d["solver"],
+        "arithmetic": d["arithmetic"],
         "seconds": d["seconds"],
         "solve_seconds": d["solve_seconds"],
         "n_binaries": d["n_binaries"],
@@ -312,5 +313,5 @@ def check_config(config: RunConfig) -> None:
         if s.lower() not in ("cbc", "highs"):
             raise UserError(f"--solver: unknown {s!r}; choose from cbc, highs")
     positive_finite("--time-limit", config.time_limit, "seconds")
-    if config.float32 not in ("rigorous", "heuristic"):
-        raise UserError(f"--float32: unknown {config.float32!r}; choose from rigorous, heuristic")
+    if config.float32 not in ("rigorous", "heuristic", "float64"):
+        raise UserError(f"--float32: unknown {config.float32!r}; choose from rigorous, heuristic, float64")
