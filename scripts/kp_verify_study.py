@@ -35,7 +35,8 @@ EPS_TOY = {"noise": [0.02, 0.05, 0.1], "brightness": [0.1, 0.3, 0.5], "contrast"
 # The IBP-trained quick detector certifies everything at EPS (one candidate per keypoint): a wider grid.
 EPS_WIDE = {"noise": [0.002, 0.005, 0.01], "brightness": [0.01, 0.03, 0.06], "contrast": [0.02, 0.05, 0.1]}
 GRIDS = {"default": EPS, "toy": EPS_TOY, "wide": EPS_WIDE}
-ARITH = {"rigorous": "float32 model", "float64": "model run in float64", "heuristic": "real-arithmetic network"}
+ARITH = {"rigorous": "float32 model", "float64": "model run in float64",
+         "heuristic": "real-arithmetic network"}
 
 
 def configs(args) -> list[tuple[str, float, str, str]]:

@@ -14,7 +14,8 @@ The deviation is Higham's forward-error bound, layer by layer, from :mod:`geo_rs
 interval magnitudes of its float inputs and multiplies incoming errors by ``|W|``; ReLU / MaxPool pass
 errors through (1-Lipschitz), except that a ReLU whose input is ``<= 0`` for the float *and* the real
 network (``hi + dev <= 0``: the float value is ``<= hi`` and the real one within ``dev`` of it) outputs
-exactly 0 in both, so its deviation is 0; a residual add adds ``u·|a + b|``. Supported structures: ``nn.Sequential``
+exactly 0 in both, so its deviation is 0; a residual add adds ``u·|a + b|``.
+Supported structures: ``nn.Sequential``
 (nested), the verification detector's :class:`~keypoint.verify.detector.Residual`, the verifier's own
 wrappers, and the affine layers of ``float_error``. Anything else: ``None`` (the caller falls back to a
 heuristic margin and says so in the result's notes).
