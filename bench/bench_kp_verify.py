@@ -89,6 +89,7 @@ def run(args) -> list[dict]:
                                 "proof": r.proof,
                                 "notes": r.notes,
                                 "bounds_method": r.bounds_method,
+                                "arithmetic": r.arithmetic,
                                 "image_wall": wall,
                             }
                         )
@@ -162,8 +163,10 @@ def main(argv=None) -> None:
         "--time-limit", type=float, default=20.0, help="MILP seconds per verification (default 20)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--float32", default="rigorous", choices=["rigorous", "heuristic"],
-                   help="float32 margin of the reachable sets (default rigorous)")
+    p.add_argument("--float32", default="rigorous", choices=["rigorous", "float64", "heuristic"],
+                   help="rounding margin of the reachable sets: rigorous (certificates for the float32 "
+                        "model), float64 (for the model run in float64) or heuristic (real arithmetic "
+                        "only) (default rigorous)")
     p.add_argument("--quick", action="store_true", help="2 images, brightness only, CBC only")
     p.add_argument("--out", default=None, help="write rows + summary as JSON here")
     args = p.parse_args(argv)
@@ -182,9 +185,10 @@ def main(argv=None) -> None:
     model = load_detector(args.checkpoint)
     k, h = model[-1].out_channels, int(args.checkpoint.rsplit("_", 1)[-1].split(".")[0])
     med = float(np.median([r["seconds"] for r in rows])) if rows else float("nan")
+    arith = sorted({r["arithmetic"] for r in rows})
     text = summarise(rows, args) + (
-        f"\n\nmedian seconds per instance at {k} keypoints x {h}x{h} heatmaps (all levels, ε, δ): "
-        f"{med:.2f} s "
+        f"\n\nmedian seconds per instance at {k} keypoints x {h}x{h} heatmaps (all levels, ε, δ; "
+        f"certificates for arithmetic {'/'.join(arith)}): {med:.2f} s "
         f"(target <= 10 s; ratio {med / 10:.2f}); uptime at start: {start}; at end: {uptime()}"
     )
     print(text)
