@@ -98,10 +98,11 @@ def _affine(layer: nn.Module, s: _State) -> _State:
 
 
 def relu_deviation(hi: Tensor, dev: Tensor) -> Tensor:
-    """Deviation after a ReLU whose float input is ``<= hi`` and within ``dev`` of the real one: 0 where
-    ``hi + dev <= 0`` (both inputs ``<= 0``, both outputs exactly 0), else ``dev`` (ReLU is exact and
-    1-Lipschitz)."""
-    return torch.where(hi + dev <= 0, torch.zeros_like(dev), dev)
+    """Deviation after a ReLU whose float input is ``<= hi`` and within ``dev`` of the real one: both
+    inputs are ``<= hi + dev``, so both outputs lie in ``[0, max(hi + dev, 0)]`` — and ReLU is
+    1-Lipschitz: ``min(dev, max(hi + dev, 0))``. It is 0 where ``hi + dev <= 0`` (both inputs ``<= 0``,
+    both outputs exactly 0)."""
+    return torch.minimum(dev, (hi + dev).clamp(min=0))
 
 
 def _relu(s: _State) -> _State:
