@@ -161,7 +161,12 @@ def main(argv=None) -> int:
                         "only) (default %(default)s)")
     p.add_argument("--out", default="runs/kp_verify_study")
     p.add_argument("--md", default="keypoint/VERIFY_STUDY.md")
+    p.add_argument("--report", action="store_true",
+                   help="only rebuild the Markdown table from every config folder under --out (results.json, "
+                        "attack.json), e.g. after several resumed invocations")
     a = p.parse_args(argv)
+    if a.report:
+        return report(a)
     torch.set_num_threads(1)
     t0 = time.time()
     model, images = load_study(a)
@@ -177,6 +182,7 @@ def main(argv=None) -> int:
         write_outputs(out_dir, res["records"], {"checkpoint": a.checkpoint})
         att = attack_certified(*attacked_model(model, images, a.float32), res["records"], a.samples,
                                cache=samples)
+        (out_dir / "attack.json").write_text(json.dumps(att))  # per config: --report sums the latest
         attack = {k: attack[k] + att[k] for k in ("attacked", "violations")}
         rows += summarize(res["records"])
         done.append({"perturbation": pert, "eps": eps, "level": level, "solver": solver, **att,
@@ -191,6 +197,28 @@ def main(argv=None) -> int:
     return 0
 
 
+def report(a) -> int:
+    """The table over every config folder under ``--out`` (each invocation's study.json covers itself
+    only); attack counts from each folder's attack.json (the latest attack of that config)."""
+    from keypoint.verify.run import summarize
+
+    rows, attack, configs, arith = [], {"attacked": 0, "violations": 0}, 0, set()
+    for folder in sorted(Path(a.out).glob("*/results.json")):
+        records = json.loads(folder.read_text())["records"]
+        rows += summarize(records)
+        arith |= {r.get("arithmetic", "unrecorded") for r in records}
+        configs += 1
+        att = folder.parent / "attack.json"
+        if att.exists():
+            got = json.loads(att.read_text())
+            attack = {k: attack[k] + got[k] for k in attack}
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    write_markdown({"rows": rows, "attack": attack, "seconds": float("nan"), "uptime": load,
+                    "arithmetic": sorted(arith)}, a)
+    print(f"{configs} configs, {len(rows)} rows, attack {attack} -> {a.md}.table")
+    return 0
+
+
 def write_markdown(result: dict, a) -> None:
     lines = [f"Checkpoint `{a.checkpoint}`, {a.images} validation crops, l1 specs δ ∈ {{{a.deltas}}} "
              "heatmap px, "
@@ -200,6 +228,8 @@ def write_markdown(result: dict, a) -> None:
              f"Soundness: {result['attack']['attacked']} certified instances attacked ({a.samples} random "
              f"samples per (image, perturbation, ε) + PGD toward up to 3 candidates per keypoint): "
              f"{result['attack']['violations']} violations.", "",
+             *([f"Arithmetic the records' certificates cover: {', '.join(result['arithmetic'])}.", ""]
+               if "arithmetic" in result else []),
              "| perturbation | ε | level | solver | δ | coupled cert/cex/unk | decoupled cert/cex/unk | "
              "coupled median s | coupled p90 s |", "|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple, dict] = {}
