@@ -75,6 +75,14 @@ def test_verify_writes_records_with_candidate_sets_and_resumes(checkpoint, tmp_p
     assert len(json.loads((out / "results.json").read_text())["records"]) == 2 * 2
 
 
+def test_records_say_which_arithmetic_the_certificates_cover(checkpoint, tmp_path):
+    for opt, arith in (("float64", "float64"), ("rigorous", "float32")):
+        out = tmp_path / opt
+        assert main(_args(checkpoint, out, "--spec", "l1:4", "--float32", opt)) == 0
+        recs = json.loads((out / "results.json").read_text())["records"]
+        assert recs and all(r["arithmetic"] == arith for r in recs)
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [
@@ -91,6 +99,7 @@ def test_verify_writes_records_with_candidate_sets_and_resumes(checkpoint, tmp_p
         (["--spec", "l1:x"], "is not a number"),
         (["--spec", "l1:-1"], "delta"),
         (["--data", "missing.json"], "no such file"),
+        (["--float32", "float16"], "--float32: unknown 'float16'"),
     ],
 )
 def test_bad_input_is_one_clear_line(checkpoint, extra, needle, tmp_path, capsys):
