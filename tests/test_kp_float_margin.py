@@ -15,7 +15,7 @@ from keypoint import KeypointSpec, verify_keypoints
 from keypoint.verify.attack import argmax_uv
 from keypoint.verify.detector import build_detector
 from keypoint.verify.float_margin import float_deviation, relu_deviation
-from keypoint.verify.reachable import flat_model
+from keypoint.verify.reachable import engine_pre_activations, flat_model
 from keypoint.verify.toy import toy_images, train_toy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,8 +78,11 @@ def test_neurons_claimed_stably_off_are_off_for_float32_and_float64():
         for i in (1, 3):  # the two ReLUs
             pre = nn.Sequential(*layers[:i], nn.Flatten()).eval()
             pre64 = copy.deepcopy(pre).double()
-            for pert in (Brightness(0.05), WhiteNoise(0.02)):
-                fm = float_deviation(nn.Sequential(*layers[: i + 1], nn.Flatten()), x, pert)
+            cases = ((Brightness(0.05), False), (Brightness(0.05), True), (WhiteNoise(0.02), True))
+            for pert, engine in cases:
+                upto = nn.Sequential(*layers[: i + 1], nn.Flatten()).eval()
+                pre_b = engine_pre_activations(upto, x, pert) if engine else None
+                fm = float_deviation(upto, x, pert, pre_b)
                 off = torch.as_tensor(fm.dev == 0)
                 if not off.any():
                     continue
@@ -88,6 +91,19 @@ def test_neurons_claimed_stably_off_are_off_for_float32_and_float64():
                     assert (pre(pts)[:, off] <= 0).all() and (pre64(pts.double())[:, off] <= 0).all()
                 checked += int(off.sum())
     assert checked > 0
+
+
+def test_engine_bounds_tighten_and_mismatched_ones_are_ignored():
+    """Brightness: the engine's fused first-layer bounds decide more ReLUs stably off than the interval
+    pass (a smaller margin); bounds that do not line up with the ReLUs (count, shape) change nothing."""
+    net = nn.Sequential(_near_threshold_net(0), nn.Flatten()).eval()
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    pert = Brightness(0.05)
+    pre = engine_pre_activations(net, x, pert)
+    plain, tight = float_deviation(net, x, pert), float_deviation(net, x, pert, pre)
+    assert len(pre) == 2 and (tight.dev <= plain.dev).all() and tight.dev.sum() < plain.dev.sum()
+    for bad in (pre[:1], pre + pre[:1], [pre[1], pre[0]]):
+        assert np.array_equal(float_deviation(net, x, pert, bad).dev, plain.dev)
 
 
 def _near_threshold_net(seed: int) -> nn.Module:
@@ -120,7 +136,7 @@ def test_float32_margin_bounds_measured_deviation_small_nets(seed):
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
     zeros = 0
     for pert in (Brightness(0.05), Contrast(0.1), WhiteNoise(0.02)):
-        fm = float_deviation(net, x, pert)
+        fm = float_deviation(net, x, pert, engine_pre_activations(net, x, pert))
         dev64 = float_deviation(f64, x.double(), pert)
         gap = _attack_deviation(net, f64, x, pert)
         # |f32 − real| <= dev32 and |f64 − real| <= dev64: so |f32 − f64| <= dev32 + dev64
@@ -143,7 +159,7 @@ def test_float32_margin_bounds_measured_deviation_detector():
     f64 = copy.deepcopy(flat).double()
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     for pert in (Brightness(0.1), WhiteNoise(0.05)):
-        fm = float_deviation(flat, x, pert)
+        fm = float_deviation(flat, x, pert, engine_pre_activations(flat, x, pert))
         dev64 = float_deviation(f64, x.double(), pert)
         assert fm.rigorous and dev64.rigorous
         gap = _attack_deviation(flat, f64, x, pert, steps=5)

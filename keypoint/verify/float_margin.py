@@ -14,7 +14,11 @@ The deviation is Higham's forward-error bound, layer by layer, from :mod:`geo_rs
 interval magnitudes of its float inputs and multiplies incoming errors by ``|W|``; ReLU / MaxPool pass
 errors through (1-Lipschitz), except that a ReLU whose input is ``<= 0`` for the float *and* the real
 network (``hi + dev <= 0``: the float value is ``<= hi`` and the real one within ``dev`` of it) outputs
-exactly 0 in both, so its deviation is 0; a residual add adds ``u·|a + b|``.
+exactly 0 in both, so its deviation is 0 (in general ``min(dev, max(hi + dev, 0))``); a residual add
+adds ``u·|a + b|``. The float values' intervals come from an interval pass over the input box,
+intersected with the engine's bounds of the real pre-activations when given (``pre_activations``: for
+brightness / contrast the engine fuses the set with the first layer, which decides far more ReLUs
+stably off) — widened by the deviation so far and the engine's own rounding.
 Supported structures: ``nn.Sequential``
 (nested), the verification detector's :class:`~keypoint.verify.detector.Residual`, the verifier's own
 wrappers, and the affine layers of ``float_error``. Anything else: ``None`` (the caller falls back to a
@@ -105,7 +109,35 @@ def relu_deviation(hi: Tensor, dev: Tensor) -> Tensor:
     return torch.minimum(dev, (hi + dev).clamp(min=0))
 
 
-def _relu(s: _State) -> _State:
+class _Mismatch(Exception):
+    """Engine bounds that do not line up with the walk (count, shape, or an empty intersection)."""
+
+
+def _engine_allowance(s: _State) -> Tensor:
+    """Float64 rounding of the engine's own interval pass up to here (as :attr:`FloatMargin.allowance`)."""
+    n = max(s.terms, 1)
+    return 2 * (n * U64 / (1 - n * U64)) * s.mag + 1e-300
+
+
+def _tighten(s: _State, bound: tuple[Tensor, Tensor] | None) -> _State:
+    """Intersect the float values' interval with the engine's bounds of the *real* pre-activation
+    ``[lo_r, hi_r]``: the float value is within ``dev`` of the real one, so it lies in
+    ``[lo_r − dev − a, hi_r + dev + a]`` (``a``: the engine's float64 rounding)."""
+    if bound is None:
+        return s
+    lo_r, hi_r = (t.detach().to(device="cpu", dtype=torch.float64) for t in bound)
+    if lo_r.shape != s.lo.shape or hi_r.shape != s.hi.shape:
+        raise _Mismatch(f"engine bounds {tuple(lo_r.shape)} for an activation {tuple(s.lo.shape)}")
+    a = _engine_allowance(s)
+    lo = torch.maximum(s.lo, lo_r - s.dev - a)
+    hi = torch.minimum(s.hi, hi_r + s.dev + a)
+    if bool((lo > hi).any()):  # two sound enclosures of the same values cannot be disjoint
+        raise _Mismatch("engine bounds disjoint from the interval pass")
+    return _State(lo, hi, s.dev, s.mag, s.terms, s.u)
+
+
+def _relu(s: _State, bound: tuple[Tensor, Tensor] | None = None) -> _State:
+    s = _tighten(s, bound)
     inter = torch.maximum(s.lo.abs(), s.hi.abs())
     dev = relu_deviation(s.hi, s.dev)
     return _State(s.lo.clamp(min=0), s.hi.clamp(min=0), dev, s.mag + inter, s.terms + 1, s.u)
@@ -119,20 +151,20 @@ def _maxpool(layer: nn.MaxPool2d, s: _State) -> _State:
     return _State(pool(s.lo), pool(s.hi), pool(s.dev), pool(s.mag + inter), s.terms + 1, s.u)
 
 
-def _walk(module: nn.Module, s: _State) -> _State:
+def _walk(module: nn.Module, s: _State, pre: list | None = None) -> _State:
     from .detector import Residual
     from .wrappers import FlatHeatmaps, HeatmapsOf
 
     if isinstance(module, nn.Sequential):
         for layer in module:
-            s = _walk(layer, s)
+            s = _walk(layer, s, pre)
         return s
     if isinstance(module, (FlatHeatmaps, HeatmapsOf)):
         if isinstance(module, HeatmapsOf):
             raise _Unknown("dict-output keypoint model")
-        return _walk(module.model, s)
+        return _walk(module.model, s, pre)
     if isinstance(module, Residual):
-        b = _walk(module.body, s)
+        b = _walk(module.body, s, pre)
         lo, hi = s.lo + b.lo, s.hi + b.hi
         big = torch.maximum(lo.abs(), hi.abs())
         tiny = torch.finfo(torch.float64 if s.u == U64 else torch.float32).tiny
@@ -140,9 +172,13 @@ def _walk(module: nn.Module, s: _State) -> _State:
         add = (s.u + 2 * U64) * big * (1 + 1e-6) + tiny
         terms = max(s.terms, b.terms) + 1
         out = _State(lo - add, hi + add, s.dev + b.dev + add, s.mag + b.mag, terms, s.u)
-        return _walk(module.act, out)
+        return _walk(module.act, out, pre)
     if isinstance(module, nn.ReLU):
-        return _relu(s)
+        if pre is None:
+            return _relu(s)
+        if not pre:
+            raise _Mismatch("fewer engine bounds than ReLUs")
+        return _relu(s, pre.pop(0))
     if isinstance(module, nn.MaxPool2d):
         return _maxpool(module, s)
     want = torch.float64 if s.u == U64 else torch.float32
@@ -151,10 +187,19 @@ def _walk(module: nn.Module, s: _State) -> _State:
     return _affine(module, s)
 
 
-def float_deviation(model: nn.Module, x: Tensor, perturbation) -> FloatMargin | None:
+def float_deviation(
+    model: nn.Module, x: Tensor, perturbation, pre_activations: list | None = None
+) -> FloatMargin | None:
     """The :class:`FloatMargin` of ``model`` on the set around ``x (1, C, H, W)``, or None when the model's
     structure is not one the analysis knows (see module docstring). The model runs in ``x``'s dtype
-    (float32 or float64); every parameter must have that dtype."""
+    (float32 or float64); every parameter must have that dtype.
+
+    ``pre_activations``: optional sound bounds ``(lo, hi)`` of every ReLU input of the *real-arithmetic*
+    network, in execution order (e.g. :func:`geo_rs.layer_bounds`' ``pre_activations``, whose
+    brightness / contrast bounds fuse the first layer and are much tighter than the interval pass): the
+    float values' intervals are intersected with them, widened by the deviation so far and the engine's
+    rounding, which decides more ReLUs stably off. If they do not line up with the walk (count or shape),
+    they are ignored and the margin is computed from the interval pass alone."""
     from geo_rs.bounds.float_error import input_rounding
 
     if x.dtype not in (torch.float32, torch.float64):
@@ -163,10 +208,19 @@ def float_deviation(model: nn.Module, x: Tensor, perturbation) -> FloatMargin | 
     lo, hi = (t.detach().double().cpu() for t in perturbation.input_box(x))
     d0 = input_rounding(fam, x)
     u = U64 if x.dtype == torch.float64 else U32
-    s = _State((lo - d0).clamp(0, 1), (hi + d0).clamp(0, 1), d0, (hi + d0).clamp(0, 1), 0, u)
+    s0 = _State((lo - d0).clamp(0, 1), (hi + d0).clamp(0, 1), d0, (hi + d0).clamp(0, 1), 0, u)
     try:
         with torch.no_grad():
-            s = _walk(model, s)
+            if pre_activations is not None:
+                try:
+                    queue = list(pre_activations)
+                    s = _walk(model, s0, queue)
+                    if queue:
+                        raise _Mismatch("more engine bounds than ReLUs")
+                except _Mismatch:
+                    s = _walk(model, s0)
+            else:
+                s = _walk(model, s0)
     except _Unknown:
         return None
     return FloatMargin(s.dev.flatten().numpy(), s.mag.flatten().numpy(), s.terms)

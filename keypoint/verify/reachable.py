@@ -149,7 +149,8 @@ def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str], floa
     real-arithmetic network)."""
     from .float_margin import float_deviation, heuristic_margin
 
-    m = float_deviation(net, x, perturbation) if float32 != "heuristic" else None
+    m = float_deviation(net, x, perturbation, engine_pre_activations(net, x, perturbation)) \
+        if float32 != "heuristic" else None
     if m is None:
         with torch.no_grad():
             out = net(x).double().flatten().numpy()
@@ -160,6 +161,18 @@ def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str], floa
             "for the real-arithmetic network, not rigorously for float32"
         )
     return m
+
+
+def engine_pre_activations(net: nn.Module, x: Tensor, perturbation) -> list | None:
+    """IBP bounds of every ReLU input of the real-arithmetic network (execution order; brightness /
+    contrast fused with the first layer), for the rounding analysis; None if the engine cannot."""
+    from geo_rs import layer_bounds
+
+    try:
+        lb = layer_bounds(net, x.double(), perturbation, "IBP", dtype=torch.float64)
+    except UserError:
+        return None
+    return [(b.lower, b.upper) for b in lb.pre_activations]
 
 
 # ------------------------------------------------------------------------------------------ engine calls
