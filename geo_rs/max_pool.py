@@ -5,7 +5,7 @@ noisy inputs — every randomized-smoothing sample — the branch is unpredictab
 twice as slowly as on a clean image (measured on the box detector's first pool, 500 × 16 × 88 × 88,
 1 thread: 0.94 s on ReLU'd noise vs 0.47 s on a clean canvas). Non-overlapping pooling (kernel = stride,
 no padding or dilation, floor mode) is an elementwise maximum of k² strided views, which vectorises and
-runs at one speed (0.31–0.33 s on both). Max is exact in floating point, and ``torch.maximum``
+runs at one speed (0.32 s on ReLU'd noise, rows first). Max is exact in floating point, and ``torch.maximum``
 propagates NaN as ``max_pool2d`` does, so the outputs are identical (tested against
 :func:`max_pool2d_naive`).
 
@@ -40,17 +40,24 @@ def _pair(v) -> tuple[int, int]:
 
 def max_pool2d_branch_free(x: Tensor, kernel_size: int | tuple[int, int]) -> Tensor:
     """Non-overlapping max pooling (stride = kernel, no padding, floor mode) of ``x (..., H, W)`` →
-    ``(..., H // kh, W // kw)`` as the elementwise maximum of the kh·kw strided views."""
+    ``(..., H // kh, W // kw)`` as elementwise maxima of strided views: rows first (whole rows are
+    contiguous, so the maxima vectorise), then columns of the row maxima."""
     kh, kw = _pair(kernel_size)
     h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
     if h == 0 or w == 0:
         return F.max_pool2d(x, (kh, kw))  # the library's own error for a window larger than the input
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            view = x[..., i:h:kh, j:w:kw]
-            out = view if out is None else torch.maximum(out, view)
-    return out.contiguous()
+    rows = _max_of_views([x[..., i:h:kh, :w] for i in range(kh)])
+    return _max_of_views([rows[..., j:w:kw] for j in range(kw)]).contiguous()
+
+
+def _max_of_views(views: list[Tensor]) -> Tensor:
+    """Elementwise maximum of same-shape views, into one new tensor (never into a view of the input)."""
+    if len(views) == 1:
+        return views[0]
+    out = torch.maximum(views[0], views[1])
+    for view in views[2:]:
+        torch.maximum(out, view, out=out)
+    return out
 
 
 def max_pool2d_naive(x: Tensor, kernel_size: int | tuple[int, int]) -> Tensor:
