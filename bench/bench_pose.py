@@ -54,7 +54,10 @@ def study_image(sample, cam, cfg: PosedConfig, args, rng: np.random.Generator) -
     centre = kp + rng.normal(0, args.offset, kp.shape)
     lo, hi = centre - args.half_width, centre + args.half_width
     start = time.perf_counter()
-    bound = pose_error_bound(points, (lo, hi), cam.K, truth, rtol=args.rtol, time_limit_s=args.time_limit)
+    bound = pose_error_bound(
+        points, (lo, hi), cam.K, truth, rtol=args.rtol, time_limit_s=args.time_limit or None,
+        max_boxes=args.max_boxes,
+    )
     bound_s = time.perf_counter() - start
     configs = lo + rng.random((args.samples, *kp.shape)) * (hi - lo)
     vertices = args.samples // 5
@@ -130,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rtol", type=float, default=0.25, help="bound search tolerance (default 0.25)")
     parser.add_argument(
-        "--time-limit", type=float, default=10.0, help="bound search budget per image, s (default 10)"
+        "--time-limit", type=float, default=10.0, help="bound search budget per image, s (0: none; default 10)"
+    )
+    parser.add_argument(
+        "--max-boxes", type=int, default=200_000,
+        help="bound search budget per image in pose boxes (load-independent, unlike --time-limit; with "
+        "--time-limit 0 the only budget; default 200000)",
     )
     parser.add_argument("--image-size", type=int, default=128, help="image side, pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="data and sampling seed (default 0)")

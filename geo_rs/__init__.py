@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "AttackResult": "pose_attack", "attack_pose_error": "pose_attack", "KeypointSet": "pose_sets",
     "KeypointBudget": "pose_budget", "max_keypoint_box": "pose_budget",
     "IoUBounds": "iou", "box_iou": "iou", "iou_bounds": "iou",
+    "FastMaxPool2d": "max_pool", "max_pool2d_branch_free": "max_pool", "max_pool2d_naive": "max_pool",
     "iou_bounds_naive": "iou",
     "GaussianBlur3d": "blur", "gaussian_blur3d": "blur", "gaussian_blur3d_naive": "blur",
     "VoxelGrid": "grid",

@@ -266,10 +266,11 @@ def solve_pnp(
         errors[keep] = _reprojection_errors(pts3, batch[owner[keep]], k, polished)
     else:
         errors = _reprojection_errors(pts3, batch[owner], k, candidates)
-    poses = []
-    for item in range(len(batch)):
-        idx = np.flatnonzero(owner == item)
-        poses.append(candidates[idx[np.argmin(errors[idx])]])
+    # owner is sorted (np.repeat): each item's starts are one slice (a mask per item was O(B²))
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in per_item])])
+    poses = [
+        candidates[offsets[i] + int(np.argmin(errors[offsets[i] : offsets[i + 1]]))] for i in range(len(batch))
+    ]
     return poses if pts2.ndim == 3 else poses[0]
 
 

@@ -20,7 +20,8 @@ How (branch and bound over the pose, not over the keypoints)
 The gradient ∇E(P; u) = 2 Σᵢ Jᵢ(P)ᵀ(pᵢ(P) − uᵢ) is **affine in u**. R₀ is cut into boxes of poses
 (boxes in whitened coordinates P = P̃ + Wη, W = H̃^(−1/2), rotated so that the error depends on three of
 the six axes to first order). For a box, each error component f_k (c for rotation, t − t_ref for
-translation, Cay(−c)t − t_ref for the camera position) and sign s, and any λ ∈ R⁶, every stationary pose
+translation, t − Cay(c)t_ref for the camera position: the same norm as Cay(−c)t − t_ref, linear in t)
+and sign s, and any λ ∈ R⁶, every stationary pose
 in the box obeys s·f_k(P) ≤ s·f_k(P_c) + max_u λᵀ∇E(P_c; u) + slack (a Lagrangian bound, the mean-value
 theorem on P ↦ s·f_k(P) + λᵀ∇E(P; u); see :mod:`geo_rs.pose_search`). The max over u is exact (affine in
 u: boxes, or finite candidate sets as sums of per-keypoint extremes); λ ≈ −H⁻¹s∇f_k cancels the

@@ -83,8 +83,14 @@ def _objective_value(frame: PoseFrame, quantity: int, point: OutwardInterval) ->
         return point[..., :3]
     if quantity == 1:
         return point[..., 3:] - t_ref
-    A, _, _ = cayley_terms(-point[..., :3], point[..., 3:].unsqueeze(-2), order=0)  # Cay(−c)·t
-    return OutwardInterval.wrap(_stack3([A[k][..., 0] - float(t_ref[k]) for k in range(3)]))
+    # ‖Cay(−c)t − t_ref‖ = ‖t − Cay(c)t_ref‖ (Cay(c) is a rotation): the second form is linear in t and
+    # its rotation part involves the constant t_ref only, so its interval gradients are much narrower
+    A, _, _ = cayley_terms(point[..., :3], _t_ref_rows(t_ref, point), order=0)  # Cay(c)·t_ref
+    return OutwardInterval.wrap(_stack3([point[..., 3 + k] - A[k][..., 0] for k in range(3)]))
+
+
+def _t_ref_rows(t_ref: torch.Tensor, like: OutwardInterval) -> torch.Tensor:
+    return t_ref.to(like.lower.dtype).expand(*like.lower.shape[:-1], 1, 3)
 
 
 def _stack3(items):
@@ -100,20 +106,20 @@ def _objective_gradient(frame: PoseFrame, quantity: int, box: OutwardInterval) -
     if quantity < 2:
         g = eye[3 * quantity : 3 * quantity + 3].expand(m, -1, -1)
         return OutwardInterval(g, g)
-    c, t = box[..., :3], box[..., 3:]
-    _, dA, _ = cayley_terms(-c, t.unsqueeze(-2), order=1)  # ∂(Cay(c')t)/∂c' at c' = −c
-    A_cols, _, _ = cayley_terms(
-        -c, torch.eye(3, dtype=torch.float64).expand(m, -1, -1), order=0
-    )  # Cay(−c) e_j
+    c = box[..., :3]
+    _, dA, _ = cayley_terms(c, _t_ref_rows(torch.from_numpy(frame.reference.t), box), order=1)
     rows = []
     for l in range(3):
-        d_c = [-(dA[l][a][..., 0]) for a in range(3)]  # chain rule: ∂/∂c = −∂/∂c'
-        d_t = [A_cols[l][..., j] for j in range(3)]
+        d_c = [-(dA[l][a][..., 0]) for a in range(3)]  # f = t − Cay(c)t_ref
+        d_t = [float(l == j) for j in range(3)]
         rows.append(_row6(d_c + d_t))
     return OutwardInterval(torch.stack([r.lower for r in rows], -2), torch.stack([r.upper for r in rows], -2))
 
 
 def _row6(items) -> OutwardInterval:
+    like = next(i for i in items if isinstance(i, OutwardInterval))
+    items = [i if isinstance(i, OutwardInterval) else OutwardInterval.point(torch.full_like(like.lower, i))
+             for i in items]
     return OutwardInterval(
         torch.stack([i.lower for i in items], -1), torch.stack([i.upper for i in items], -1)
     )
