@@ -51,7 +51,7 @@ def test_loader_bad_files(scene, tmp_path):
     good = json.loads(path.read_text())
 
     path.write_text("{not json")
-    with pytest.raises(UserError, match=r"transforms_train.json: malformed JSON"):
+    with pytest.raises(UserError, match=r"transforms_train.json: not valid JSON"):
         load_blender(root, "train")
 
     bad = json.loads(json.dumps(good))
