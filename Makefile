@@ -17,8 +17,10 @@ $(STAMP): $(DEPS)
 demo: $(STAMP)
 	$(BIN)/geo-rs nerf demo --out runs/demo
 
+# Two pytest-xdist workers: the suite is CPU-bound and tests of tiny models use one torch thread each.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check geo_rs nerf keypoint scripts tests bench

@@ -59,8 +59,10 @@ def order_statistic_index(n: int, p: float, level: float) -> int:
     """
     from scipy.stats import binom
 
+    if p == 0.0:  # Φ(−ε/σ) underflows for ε ≫ σ: the 0-quantile has no finite order-statistic bound
+        return 0
     if not 0.0 < p < 1.0:
-        raise UserError(f"quantile level p must lie strictly between 0 and 1, got {p!r}")
+        raise UserError(f"quantile level p must lie in [0, 1), got {p!r}")
     threshold = level * (1.0 - LEVEL_SHRINK)
     j = int(binom.ppf(threshold, n, p))  # smallest j with cdf(j) >= threshold (approximately)
     j = min(max(j, -1), n)
@@ -73,8 +75,10 @@ def order_statistic_index(n: int, p: float, level: float) -> int:
 
 def order_statistic_index_naive(n: int, p: float, level: float) -> int:
     """Reference for :func:`order_statistic_index`: exact rational binomial sums, one term at a time."""
+    if p == 0.0:  # Φ(−ε/σ) underflows for ε ≫ σ: the 0-quantile has no finite order-statistic bound
+        return 0
     if not 0.0 < p < 1.0:
-        raise UserError(f"quantile level p must lie strictly between 0 and 1, got {p!r}")
+        raise UserError(f"quantile level p must lie in [0, 1), got {p!r}")
     threshold = Fraction(level * (1.0 - LEVEL_SHRINK))
     prob, q = Fraction(p), 1 - Fraction(p)
     term = q**n  # P[Bin = 0]

@@ -75,6 +75,7 @@ from .errors import UserError
 from .interrupt import Interrupted
 from .parallel_engines import LocalPoolEngine, SerialEngine
 from .parallel_store import ResultStore
+from .parallel_units import Task, Unit
 
 __all__ = [
     "ExecOptions",
@@ -127,34 +128,6 @@ def _check_unit_id(unit_id: str) -> str:
     if not isinstance(unit_id, str) or not unit_id or not all(c.isalnum() or c in "._-" for c in unit_id):
         raise UserError(f"unit id must be a non-empty string of letters, digits, '.', '_', '-': {unit_id!r}")
     return unit_id
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One piece of work.
-
-    Attributes:
-        id: unique within the job; letters, digits, ``._-`` (it names the result file).
-        payload: the unit's input (picklable; keep it small: it is sent once per unit).
-        fingerprint: digest of everything in the payload that changes the result (see
-            :func:`fingerprint`); a stored result is reused only under the same fingerprint.
-        seed: set by :func:`run_units` from (base seed, id); read it inside the unit function.
-    """
-
-    id: str
-    payload: Any = None
-    fingerprint: str = ""
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Task:
-    """What to run: ``fn(state, unit) -> dict`` per unit, with ``state = setup(*setup_args)`` built
-    once per worker (``state = None`` without setup). Both must be module-level functions."""
-
-    fn: Callable[[Any, Unit], dict]
-    setup: Callable[..., Any] | None = None
-    setup_args: tuple = ()
 
 
 def resolve_cluster(cluster: str | None) -> str | None:

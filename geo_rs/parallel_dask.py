@@ -15,18 +15,30 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed import Client, LocalCluster, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import UserError
-from .parallel_engines import build_state, execute, one_thread
+from .parallel_engines import build_state, execute, one_thread, worker_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .parallel import Task, Unit
+    from .parallel_units import Task, Unit
 
 __all__ = ["DaskEngine"]
 
 CLUSTER_TIMEOUT_ENV = "GEO_RS_CLUSTER_TIMEOUT"  # seconds to reach a scheduler (default 10)
+
+
+#: Dask settings that keep a worker's event loop from interrupting the unit it computes (see start()).
+QUIET_WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.tick.limit": "10s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "5s",
+}
 
 
 class StatePlugin(WorkerPlugin):
@@ -46,6 +58,7 @@ class StatePlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         one_thread()
+        worker_allocator()
 
     def teardown(self, worker) -> None:
         self.state, self.ready = None, False
@@ -60,6 +73,11 @@ class StatePlugin(WorkerPlugin):
 def run_dask_unit(plugin_name: str, fn: Callable, unit: Unit) -> tuple[str, dict, float]:
     plugin = get_worker().plugins[plugin_name]
     with plugin.lock:  # one unit at a time per worker process, whatever its thread count
+        # OpenMP's thread count is per calling thread: the plugin's setup ran in another thread than
+        # this task thread, which would otherwise use every core (1.35x the compute per unit measured).
+        import torch
+
+        torch.set_num_threads(1)
         return execute(fn, plugin.get_state(), unit)
 
 
@@ -80,9 +98,16 @@ class DaskEngine:
         timeout = float(os.environ.get(CLUSTER_TIMEOUT_ENV, "10"))
         if self.address == "local":
             self._children_before = _children()
-            self.cluster = LocalCluster(n_workers=self.local_workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR,
-                                        resources={"GPU": 1} if self.gpu else None)
+            # Each wake-up of a worker's event loop takes the GIL from the unit's thread: the profiler
+            # (every 10 ms), the tick monitor (20 ms), the system and memory monitors (0.5 s, 0.1 s)
+            # cost 1.68x the compute per 1-s unit against the local pool on 2 cores, 1.29x without
+            # them (bench_parallel at 1000-sample batches). Remote workers: the same keys in their own
+            # Dask config (README).
+            with dask.config.set(QUIET_WORKER_CONFIG):
+                self.cluster = LocalCluster(n_workers=self.local_workers, threads_per_worker=1,
+                                            processes=True, dashboard_address=None,
+                                            silence_logs=logging.ERROR,
+                                            resources={"GPU": 1} if self.gpu else None)
             self.client = Client(self.cluster)
         else:
             try:

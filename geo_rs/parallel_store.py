@@ -17,7 +17,7 @@ from .atomic import write_json
 from .errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .parallel import Unit
+    from .parallel_units import Unit
 
 __all__ = ["ResultStore"]
 

@@ -28,6 +28,8 @@ _EXPORTS = {
     **dict.fromkeys(("Backbone", "KeypointModel", "build_model", "model_types", "register_model"), "models"),
     "KLPNet": "models.klpnet",
     "anchor_report": "models.adaanchor",
+    **dict.fromkeys(("KeypointSpec", "KeypointVerification", "verify_instance", "verify_keypoints",
+                     "verify_keypoints_decoupled"), "verify"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

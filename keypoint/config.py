@@ -110,11 +110,16 @@ class TrainSection(Schema):
     checkpoint_every_minutes: float = setting(5.0, "checkpoint when this much wall time passed since the "
                                               "last one", "minutes", gt=0)
     log_every: int = setting(20, "record the loss in the history every this many steps", "steps", ge=1)
+    noise_sigma: float = setting(0.0, "std of Gaussian noise added to every training crop (noise "
+                                 "augmentation for randomized smoothing; 0: none)", "pixel intensity",
+                                 ge=0, le=1)
     diagnostics: bool = setting(True, "per-epoch diagnostics in the history (AdaAnchor: anchor–target "
                                 "correlation and distance)")
 
 
 class KLPNetTrainSection(TrainSection):
+    noise_sigma: float = setting(0.0, "noise augmentation is not implemented for KLPNet (must be 0)",
+                                 "pixel intensity", ge=0, le=0)
     epochs: int = setting(12, "passes over the training images (raise it on resume to extend a run)",
                           "epochs", ge=1, le=100_000)
     batch_size: int = setting(8, "images per step", "images", ge=1, le=65_536)
@@ -210,6 +215,8 @@ def resume_identity(cfg: KeypointConfig) -> dict:
     d.pop("name", None)
     for key in RESUMABLE_KEYS:
         d["train"].pop(key, None)
+    if not d["train"].get("noise_sigma"):  # runs from before the option resume as they were
+        d["train"].pop("noise_sigma", None)
     return d
 
 

@@ -104,9 +104,14 @@ def train(cfg: KeypointConfig | dict, *, fresh: bool = False, quiet: bool = Fals
         hook = _anchor_hook(model, val, layout, cfg, device)
         hooks = [hook] if hook else []
 
+    noise = float(cfg.train.noise_sigma)
+
     def loss_fn(batch):
         idx = batch.items
-        return model.loss(model(images[idx].to(device)), {k: v[idx].to(device) for k, v in targets.items()})
+        x = images[idx].to(device)
+        if noise > 0:  # Gaussian noise augmentation: the base model of a median-smoothed detector
+            x = x + noise * torch.randn_like(x)
+        return model.loss(model(x), {k: v[idx].to(device) for k, v in targets.items()})
 
     extra = {"config": cfg.to_dict(), "model_config": model.config, "codec": model.codec.to_dict(),
              "layout": layout.to_dict(), "input_size": cfg.data.input_size, "padding": cfg.data.padding}

@@ -95,6 +95,12 @@ def _fmt(v, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
+def _ci_cell(c: dict | None, digits: int) -> str:
+    """``+d.dd [+lo, +hi]`` for one paired-bootstrap entry, ``—`` when there is none."""
+    return "—" if c is None else (f"{c['diff']:+.{digits}f} [{c['ci95'][0]:+.{digits}f}, "
+                                  f"{c['ci95'][1]:+.{digits}f}]")
+
+
 # ---------------------------------------------------------------------------------------- training
 def run_config(method: str, split: str, seed: int, out: Path, epochs: int | None,
                overrides: dict | None = None, run_name: str | None = None):
@@ -183,6 +189,7 @@ def _load(run: Path) -> dict | None:
     hist = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
     p["diag"] = [h for h in hist if h.get("kind") == "epoch"]
     p["plateau"] = plateau(hist)
+    p["seed"] = run.name
     return p
 
 
@@ -267,11 +274,13 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
             + " | OKS-AP | " + " | ".join(f"Δ{m[1]} vs heatmap [95 % CI]" for m in METRICS[:4]) + " |")
     lines = [head, "|" + "---|" * (4 + len(METRICS) + 1 + 4)]
     numbers: dict = {}
-    shown = set()
+    labels: dict[str, list[str]] = {}  # one row per config: "Scoring (mul)" and "Ours" are both `adaanchor`
     for _, label, method, _ in ROWS:
-        if method not in runs or (method, label) in shown:
+        labels.setdefault(method, []).append(label)
+    for method, names in labels.items():
+        if method not in runs:
             continue
-        shown.add((method, label))
+        label = " = ".join(names)
         rs = runs[method]
         row = {k: _mean_metric(rs, k) for k, _, _ in METRICS}
         ap = float(np.mean([p["summary"]["val"]["oks_ap"]["AP"] for p in rs]))
@@ -282,11 +291,7 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
                            **{k: {"mean": v[0], "per_seed": v[1]} for k, v in row.items()},
                            "vs_heatmap": cis}
         cells = [_fmt(row[k][0], d) for k, _, d in METRICS]
-        deltas = []
-        for k, _, d in METRICS[:4]:
-            c = cis.get(k)
-            deltas.append("—" if c is None
-                          else f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]")
+        deltas = [_ci_cell(cis.get(k), d) for k, _, d in METRICS[:4]]
         change = "/".join(f"{100 * p['plateau']:+.0f} %" for p in rs)
         lines.append(f"| {label} | {len(rs)} | {'/'.join(f'{e:g}' for e in epochs)} | {change} | "
                      + " | ".join(cells)
@@ -294,21 +299,56 @@ def split_table(runs: dict, split: str) -> tuple[str, dict]:
     return "\n".join(lines), numbers
 
 
-def versus_table(runs_by_split: dict, base: str = "fixanchor") -> str:
-    """AdaAnchor variants minus FixAnchor (same heads, pre-defined anchors), 95 % paired bootstrap."""
+def invisible_table(results: dict) -> str:
+    """Invisible error split into occluded inside the image and truncated outside it, against heatmap."""
+    lines = ["| split | method | seeds | Occl.Err | ΔOccl.Err vs heatmap [95 % CI] | occluded kps | "
+             "Trunc.Err | ΔTrunc.Err vs heatmap [95 % CI] | truncated kps |", "|---|---|---|" + "---|" * 6]
+    for split, numbers in results.items():
+        for method, n in numbers.items():
+            cells = []
+            for key in ("occluded_error", "truncated_error"):
+                c = n["vs_heatmap"].get(key)
+                cells += [_fmt(n[key]["mean"], 2), _ci_cell(c, 2), "—" if c is None else str(c["keypoints"])]
+            lines.append(f"| {split} | {method} | {n['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_table(runs_by_split: dict) -> tuple[str, dict]:
+    """Each seed minus heatmap-anchor of the same seed: the spread the image bootstrap cannot show."""
+    keys = METRICS[:4]
+    lines = ["| split | method | seed | " + " | ".join(f"Δ{m[1]} vs heatmap" for m in keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    numbers: dict = {}
+    for split, runs in runs_by_split.items():
+        base = {p["seed"]: p for p in runs.get("heatmap", [])}
+        for method, rs in runs.items():
+            paired = [p for p in rs if p["seed"] in base]
+            if method == "heatmap" or len(paired) < 2:
+                continue
+            for p in paired:
+                cells = []
+                for k, _, d in keys:
+                    a, b = _mean_metric([p], k)[0], _mean_metric([base[p["seed"]]], k)[0]
+                    numbers.setdefault(split, {}).setdefault(method, {}).setdefault(p["seed"], {})[k] = a - b
+                    cells.append(_fmt(a - b, d) if math.isfinite(a - b) else "—")
+                cells = [c if c in ("—", "N/A") or c.startswith("-") else "+" + c for c in cells]
+                lines.append(f"| {split} | {method} | {p['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), numbers
+
+
+def versus_table(runs_by_split: dict, base: str = "fixanchor", name: str = "FixAnchor") -> str:
+    """AdaAnchor variants minus ``base`` (FixAnchor: same heads, fixed anchors), 95 % paired bootstrap."""
     keys = METRICS
-    lines = ["| split | method | " + " | ".join(f"Δ{m[1]} vs FixAnchor [95 % CI]" for m in keys) + " |",
+    lines = ["| split | method | " + " | ".join(f"Δ{m[1]} vs {name} [95 % CI]" for m in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     for split, runs in runs_by_split.items():
         if base not in runs:
             continue
         for method in runs:
-            if not method.startswith("adaanchor"):
+            if not method.startswith("adaanchor") or method == base:
                 continue
             cis = paired_bootstrap(runs[method], runs[base])
-            cells = ["—" if k not in cis else
-                     f"{cis[k]['diff']:+.{d}f} [{cis[k]['ci95'][0]:+.{d}f}, {cis[k]['ci95'][1]:+.{d}f}]"
-                     for k, _, d in keys]
+            cells = [_ci_cell(cis.get(k), d) for k, _, d in keys]
             lines.append(f"| {split} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -345,19 +385,28 @@ def anchor_table(runs_by_split: dict) -> str:
     return "\n".join(lines)
 
 
+GUARD_CHOSEN = next(i for i, label in enumerate(GUARD) if "(chosen)" in label)
+
+
 def guard_table(out: Path) -> tuple[str, dict]:
-    lines = [f"| variant | {ANCHOR_HEAD} | Vis.Error | Inv.Error | Inv.Score |", "|---|" + "---|" * 9]
+    """One row per guard variant (seed 0), with Vis./Inv.Error against the chosen guard (paired CI)."""
+    loaded = {i: _load(out / "guard" / "occlusion" / f"variant{i}" / "seed0") for i in range(len(GUARD))}
+    chosen = loaded[GUARD_CHOSEN]
+    lines = [f"| variant | {ANCHOR_HEAD} | Vis.Error | Inv.Error | Inv.Score | "
+             "ΔVis.Error vs chosen [95 % CI] | ΔInv.Error vs chosen [95 % CI] |", "|---|" + "---|" * 11]
     numbers = {}
     for i, label in enumerate(GUARD):
-        p = _load(out / "guard" / "occlusion" / f"variant{i}" / "seed0")
+        p = loaded[i]
         if p is None:
             continue
         d = _diag([p])
         v = p["summary"]["val"]
-        numbers[label] = {"diag": d, "history": p["diag"],
+        cis = paired_bootstrap([p], [chosen]) if chosen is not None and i != GUARD_CHOSEN else {}
+        numbers[label] = {"diag": d, "history": p["diag"], "vs_chosen": cis,
                           **{k: v[k] for k in ("vis_error", "inv_error", "inv_score")}}
         lines.append(f"| {label} | {_anchor_cells(d, 'infer')} | {_anchor_cells(d, 'train')} | "
-                     f"{v['vis_error']:.2f} | {v['inv_error']:.2f} | {v['inv_score']:.3f} |")
+                     f"{v['vis_error']:.2f} | {v['inv_error']:.2f} | {v['inv_score']:.3f} | "
+                     f"{_ci_cell(cis.get('vis_error'), 2)} | {_ci_cell(cis.get('inv_error'), 2)} |")
     return "\n".join(lines), numbers
 
 
@@ -365,7 +414,12 @@ def cmd_report(args) -> int:
     from geo_rs.atomic import write_json, write_text
 
     out = Path(args.out)
-    md = ["# AdaAnchor study (generated by scripts/adaanchor_ablation.py report)", ""]
+    md = ["# AdaAnchor study (generated by scripts/adaanchor_ablation.py report)", "",
+          "Errors in crop pixels (64-px crops), scores = confidence at the prediction. CIs: 95 % paired "
+          "bootstrap over validation images of the seed-averaged per-keypoint differences; they do not "
+          "contain seed-to-seed variance (see the seed-by-seed table). A row with `seeds` = 1 is a single "
+          "training run. \"Scoring (mul)\" and \"Ours\" are one configuration (`adaanchor`: mul fusion, "
+          "top-k, local refinement), as in the paper, whose two rows are identical; they share one row.", ""]
     results: dict = {}
     by_split = {}
     for split, methods in (("occlusion", METHODS), ("coco_like", COCO_METHODS)):
@@ -376,7 +430,14 @@ def cmd_report(args) -> int:
         table, numbers = split_table(runs, split)
         results[split] = numbers
         md += [f"## Split `{split}`", "", table, ""]
+    md += ["## Invisible keypoints: occluded inside the image / truncated outside it", "",
+           invisible_table(results), ""]
+    st, snum = seed_table(by_split)
+    results["per_seed_vs_heatmap"] = snum
+    md += ["## Seed by seed (each seed against heatmap-anchor of the same seed)", "", st, ""]
     md += ["## AdaAnchor against FixAnchor", "", versus_table(by_split), ""]
+    md += ["## Fusion and components against Ours (`adaanchor`)", "",
+           versus_table(by_split, "adaanchor", "Ours"), ""]
     md += ["## Where the anchors sit (last epoch, validation crops, mean over seeds)", "",
            anchor_table(by_split), ""]
     gt, gnum = guard_table(out)

@@ -243,7 +243,7 @@ def test_every_option_has_help_with_its_default():
     register(parser.add_subparsers())
     group = parser._subparsers._group_actions[0].choices["keypoint"]
     subs = group._subparsers._group_actions[0].choices
-    assert set(subs) == {"make-data", "train", "eval", "predict"}
+    assert set(subs) == {"make-data", "train", "eval", "predict", "certify-rs", "pose-bound", "verify"}
     for name, sub in subs.items():
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):

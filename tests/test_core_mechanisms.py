@@ -149,19 +149,29 @@ def test_stop_signal_defers_first_signal_and_raises_on_second():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
 
 
+class FakeClock:
+    """The loop's injected clock (``clock=``): the loop tests check its arithmetic on simulated seconds
+    that the test advances, never the machine's time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_loop_checkpoints_by_steps_and_time_and_stops_on_signal():
-    now = [0.0]
+    clock = FakeClock()
     saves: list[int] = []
     evals: list[int] = []
 
     def step(i):
-        now[0] += 1.0  # each step takes one fake second
+        clock.now += 1.0  # each step takes one simulated second
         if i == 6:
             os.kill(os.getpid(), signal.SIGTERM)
         return {"loss": 1.0}
 
-    loop = TrainingLoop(20, checkpoint_every_steps=4, checkpoint_every_s=2.5, quiet=True,
-                        clock=lambda: now[0])
+    loop = TrainingLoop(20, checkpoint_every_steps=4, checkpoint_every_s=2.5, quiet=True, clock=clock)
     res = loop.run(step, lambda: saves.append(loop.step), hooks=[Hook(5, lambda s, st: evals.append(s))])
     assert res.reason == "signal" and res.signum == signal.SIGTERM and res.step == 7
     assert saves == [3, 4, 7]  # by time at 3 (3 s > 2.5 s), by steps at 4, once at the signal (7)
@@ -170,17 +180,18 @@ def test_loop_checkpoints_by_steps_and_time_and_stops_on_signal():
         res.raise_if_interrupted()
 
 
-def test_loop_resumes_and_respects_time_limit():
-    now = [0.0]
+def test_loop_resumes_and_stops_at_its_budget_of_simulated_seconds():
+    clock = FakeClock()
 
     def step(i):
-        now[0] += 2.0
+        clock.now += 2.0  # each step takes two simulated seconds
         return {}
 
-    loop = TrainingLoop(100, step=10, elapsed=20.0, time_limit_s=27.0, quiet=True, clock=lambda: now[0])
+    loop = TrainingLoop(100, step=10, elapsed=20.0, time_limit_s=27.0, quiet=True, clock=clock)
     res = loop.run(step, lambda: None)
-    # 20 s already spent; steps of 2 s: 22, 24, 26, then 28 would overrun 27
-    assert res.reason == "time_limit" and res.step == 13 and res.elapsed == pytest.approx(26.0)
+    # 20 simulated s already spent; steps of 2: 22, 24, 26, then 28 would overrun 27
+    assert res.reason == "time_limit" and res.step == 13
+    assert res.elapsed == 20.0 + clock.now == 26.0  # resumed at 20, plus three simulated steps
 
 
 # -- the flat public API -------------------------------------------------------------------------

@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_run import cli_env, descendants, start_and_wait_for_parts, wait_gone
 from smoothing_fixtures import FACTORY, X, Y, tiny_model
 
 from geo_rs import Smooth, UserError
@@ -109,6 +109,17 @@ def report_worker(state: dict, unit: Unit) -> dict:
             "threads": torch.get_num_threads(), "draw": float(torch.rand(())), "seed": unit.seed}
 
 
+def page_faults_of_reallocating(state, unit: Unit) -> dict:
+    """Minor page faults of allocating, filling and freeing an 8 MiB buffer 20 times in this thread."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(20):
+        np.ones(1 << 20).sum()
+    return {"faults": resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before,
+            "trim_env": os.environ.get("MALLOC_TRIM_THRESHOLD_")}
+
+
 def exit_worker(state, unit: Unit) -> dict:
     if unit.id == "u3":
         os._exit(3)  # like a worker killed by the OS
@@ -130,6 +141,23 @@ def test_setup_runs_once_per_worker_with_one_thread_and_seeded_units(engine, req
     assert all(r["seed"] == unit_seed(11, u.id) for r, u in zip(results, units))
     serial = run_units(Task(report_worker, count_setup, ("model",)), units, ExecOptions(workers=1), seed=11)
     assert [r["draw"] for r in results] == [r["draw"] for r in serial.results.values()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator, RUSAGE_THREAD")
+@pytest.mark.parametrize("engine", ["pool", "dask"])
+def test_workers_reuse_freed_buffers_instead_of_faulting_them_in_again(engine, request):
+    """With fixed allocator thresholds a reused 8 MiB buffer is faulted in once (~500 faults). Without
+    them a Dask worker (its nanny sets MALLOC_TRIM_THRESHOLD_) faulted it in afresh: 10,322 faults, and
+    this test fails. A pool worker without them faulted ~10,300 times in a standalone script but stayed
+    under the bound inside pytest, so the pool case guards the setting without proving it needed."""
+    cluster = request.getfixturevalue("dask_cluster") if engine == "dask" else None
+    run = run_units(Task(page_faults_of_reallocating), [Unit("a"), Unit("b")],
+                    ExecOptions(workers=2, cluster=cluster), seed=0)
+    pages = (8 << 20) // os.sysconf("SC_PAGE_SIZE")
+    for r in run.results.values():
+        if engine == "dask":
+            assert r["trim_env"] is not None  # the setting this guards against is really there
+        assert r["faults"] < 2 * pages, r
 
 
 def test_a_dead_local_worker_is_one_user_error():
@@ -210,45 +238,6 @@ def _cli(npz: Path, out: Path, *extra: str) -> list[str]:
             "--out", str(out), "--quiet", *extra]
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("PYTHONPATH", "")
-    return env
-
-
-def _start_and_wait_for_parts(cmd: list[str], cwd: Path, parts: Path, n: int = 2,
-                              new_session: bool = False) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=new_session)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len(list(parts.glob("*.json"))) >= n:
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"the run did not store {n} units in time: {proc.communicate()}")
-
-
-def _descendants(pid: int) -> list:
-    return psutil.Process(pid).children(recursive=True)
-
-
-def _wait_gone(procs: list, seconds: float = 15.0) -> list:
-    """Processes still alive (and not zombies) after waiting up to ``seconds``."""
-    deadline = time.monotonic() + seconds
-    alive = procs
-    while alive and time.monotonic() < deadline:
-        alive = []
-        for p in procs:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        time.sleep(0.1)
-    return alive
-
-
 @pytest.fixture
 def workdir(tmp_path, npz):
     (tmp_path / "slowmodels.py").write_text(SLOW_MODEL)
@@ -257,17 +246,17 @@ def workdir(tmp_path, npz):
 
 def test_sigterm_stops_the_pool_leaves_no_process_and_the_rerun_resumes(workdir, npz):
     out = workdir / "run"
-    proc = _start_and_wait_for_parts(_cli(npz, out, "--workers", "2"), workdir, out / "parts")
-    children = _descendants(proc.pid)
+    proc = start_and_wait_for_parts(_cli(npz, out, "--workers", "2"), workdir, out / "parts")
+    children = descendants(proc.pid)
     assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "interrupted by SIGTERM" in err and "leaked" not in err
-    assert not _wait_gone(children)
+    assert not wait_gone(children)
     saved = len(list((out / "parts").glob("*.json")))
     assert 2 <= saved < 16
-    done = subprocess.run(_cli(npz, out, "--workers", "2"), cwd=workdir, env=_env(), capture_output=True,
+    done = subprocess.run(_cli(npz, out, "--workers", "2"), cwd=workdir, env=cli_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"{16 - saved} input(s) computed, {saved} resumed" in done.stdout
@@ -285,12 +274,12 @@ def _assert_same_as_one_uninterrupted_run(out: Path, npz: Path, straight_out: Pa
 
 def test_a_killed_run_leaves_no_worker_and_resumes_to_the_same_results(workdir, npz):
     out = workdir / "killed"
-    proc = _start_and_wait_for_parts(_cli(npz, out, "--workers", "2"), workdir, out / "parts")
-    children = _descendants(proc.pid)
+    proc = start_and_wait_for_parts(_cli(npz, out, "--workers", "2"), workdir, out / "parts")
+    children = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)  # no cleanup at all: the workers must still go (PR_SET_PDEATHSIG)
     proc.communicate(timeout=60)
-    assert not _wait_gone(children)
-    done = subprocess.run(_cli(npz, out, "--workers", "1"), cwd=workdir, env=_env(), capture_output=True,
+    assert not wait_gone(children)
+    done = subprocess.run(_cli(npz, out, "--workers", "1"), cwd=workdir, env=cli_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "results.json").read_text())["run"]["resumed"] >= 2
@@ -301,12 +290,12 @@ def test_a_killed_run_leaves_no_worker_and_resumes_to_the_same_results(workdir, 
 def test_sigterm_to_the_process_group_on_a_local_dask_cluster_leaves_no_process(workdir, npz):
     """As `timeout` or Slurm do it: every process of the group gets SIGTERM, workers included."""
     out = workdir / "dask"
-    proc = _start_and_wait_for_parts(_cli(npz, out, "--workers", "2", "--cluster", "local"), workdir,
+    proc = start_and_wait_for_parts(_cli(npz, out, "--workers", "2", "--cluster", "local"), workdir,
                                      out / "parts", new_session=True)
-    children = _descendants(proc.pid)
+    children = descendants(proc.pid)
     assert len(children) >= 2
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "leaked" not in err
-    assert not _wait_gone(children)
+    assert not wait_gone(children)

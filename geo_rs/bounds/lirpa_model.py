@@ -200,7 +200,9 @@ def split_first_layer(model: nn.Module, example: Tensor) -> tuple[nn.Module, nn.
             noise = torch.rand(example.shape, generator=gen, device=example.device, dtype=example.dtype)
             probe = torch.cat([example, noise])
             inp = probe.flatten(1) if flatten_first else probe
-            if not torch.allclose(model(probe), rest(first(inp)), rtol=1e-4, atol=1e-5):
+            whole, split = model(probe), rest(first(inp))
+            # a wrapper that reshapes (or otherwise changes) its Sequential's output is not the Sequential
+            if whole.shape != split.shape or not torch.allclose(whole, split, rtol=1e-4, atol=1e-5):
                 return None
     return first, rest, flatten_first
 

@@ -172,6 +172,7 @@ def layer_bounds(
     refuse_known_unsound(snap, method)
     x = x.to(device=device, dtype=dtype or x.dtype)
     with _default_dtype(x.dtype):
+        snap = _flat_output(snap, x)
         problem = _problem(snap, x, perturbation, C, max_pieces, fuse, method)
         raw = compute(problem, method, alpha_iterations)
     b, n_p = problem.n_images, problem.n_pieces
@@ -186,6 +187,20 @@ def layer_bounds(
         for r_lo, r_hi in raw.relu_inputs
     ]
     return LayerBounds(Interval(lo, hi), pre, method, problem.fused, n_p, raw.strategy)
+
+
+def _flat_output(snap: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``snap`` with a trailing Flatten when its output has more than two dimensions (bounds are returned
+    flat anyway): auto_LiRPA's backward pass through nearest Upsample fails on an image-shaped output."""
+    try:
+        with torch.no_grad():
+            dims = snap(x[:1]).dim()
+    except Exception:  # reported with its cause by _problem
+        return snap
+    if dims <= 2:
+        return snap
+    layers = list(snap) if isinstance(snap, nn.Sequential) else [snap]  # keeps first-layer fusion
+    return nn.Sequential(*layers, nn.Flatten())
 
 
 def _problem(snap, x, perturbation, C, max_pieces, fuse, method) -> BoundProblem:

@@ -5,6 +5,8 @@
         --method IBP CROWN-IBP CROWN --extension vanilla optimal --images 40 --out runs/box/study
     geo-rs box verify --model-factory mypkg.models:runway_net --weights w.pt --data DIR ...
     geo-rs box verify ... --workers 4 --cluster tcp://scheduler:8786     # on a Dask cluster
+    geo-rs box verify --certifier bounds median-smoothing --sigma 0.25 --n 1000 --alpha 0.001 \
+        --l2-eps 0 0.25 0.5 ...                                         # + an RS (median smoothing) row
     geo-rs box report runs/box/study
     geo-rs box export-mnist --images 100 --out runs/box/mnist_coco   # a COCO-style folder
 
@@ -23,7 +25,8 @@ from pydantic import field_validator
 from geo_rs import UserError
 from geo_rs.config import Schema, field_help, load_config, setting
 
-from .verify import EXTENSIONS, METHODS, PERTURBATIONS
+from .rs import RS_METHOD
+from .verify import CERTIFIERS, EXTENSIONS, METHODS, PERTURBATIONS
 
 DEFAULT_WEIGHTS = "runs/box/mnist_box.pt"
 
@@ -95,6 +98,22 @@ class BoxVerifySection(Schema):
     cluster: str | None = setting(None, "Dask scheduler address or 'local' (none: $GEO_RS_CLUSTER, else the "
                                         "local pool)")
     out: str = setting("runs/box/verify", "run folder (finished units are resumed)", "folder")
+    certifier: list[str] = setting(["bounds"], "certifiers: 'bounds' (the --method bound propagation) "
+                                   f"and/or '{RS_METHOD}' (randomized median smoothing, an L2 certificate "
+                                   f"of the smoothed detector)", min_length=1)
+    sigma: float = setting(0.25, f"{RS_METHOD}: std of the Gaussian noise", "pixel intensity", gt=0)
+    n: int = setting(1000, f"{RS_METHOD}: noisy forward passes per image", "samples", ge=1)
+    alpha: float = setting(0.001, f"{RS_METHOD}: failure probability of a box certificate (joint over "
+                           f"its 4 corners)", gt=0, lt=1)
+    l2_eps: list[float] | str | None = setting(
+        None, f"{RS_METHOD}: extra L2 radii, values or start:stop:steps (the L∞ tables use the L2 ball "
+              f"containing each set either way; none: no l2 table)", "pixel intensity, L2")
+    rs_batch_size: int = setting(1000, f"{RS_METHOD}: noisy images per forward batch", "images", ge=1)
+
+    @field_validator("certifier")
+    @classmethod
+    def _certifiers(cls, v: list[str]) -> list[str]:
+        return _known("certifier", v, CERTIFIERS)
 
     @field_validator("perturbation")
     @classmethod
@@ -124,6 +143,8 @@ def _section(args: argparse.Namespace, name: str, schema: type[Schema]):
     overrides = {f"{name}.{k}": getattr(args, k, None) for k in schema.model_fields}
     if name == "verify" and args.eps is not None:
         overrides["verify.eps"] = parse_eps(args.eps)
+    if name == "verify" and args.l2_eps is not None:
+        overrides["verify.l2_eps"] = parse_eps(args.l2_eps)
     flags = {f"{name}.{k}": f"--{k.replace('_', '-')}" for k in schema.model_fields}
     return getattr(load_config(BoxConfig, args.config, overrides, flags), name)
 
@@ -193,8 +214,12 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import VerifyConfig, run_verification
 
     o = _section(args, "verify", BoxVerifySection)
+    l2_eps = [] if o.l2_eps is None else parse_eps([o.l2_eps] if isinstance(o.l2_eps, str)
+                                                   else [repr(float(e)) for e in o.l2_eps])
     config = VerifyConfig(perturbations=list(o.perturbation), eps=_eps_grid(o), methods=list(o.method),
-                          extensions=list(o.extension), threshold=o.threshold, workers=o.workers)
+                          extensions=list(o.extension), threshold=o.threshold, workers=o.workers,
+                          certifiers=list(o.certifier), sigma=o.sigma, n=o.n, alpha=o.alpha, l2_eps=l2_eps,
+                          rs_batch_size=o.rs_batch_size)
     config.validate()  # before the (slow) model and data loading
     model, info = _load_model(args)
     images, boxes = _load_data(o)
@@ -279,6 +304,12 @@ def register(subparsers) -> None:
     _add(v, BoxVerifySection, "method", nargs="+")
     _add(v, BoxVerifySection, "extension", nargs="+")
     _add(v, BoxVerifySection, "threshold", type=float)
+    _add(v, BoxVerifySection, "certifier", nargs="+", metavar="|".join(CERTIFIERS))
+    for name in ("sigma", "alpha"):
+        _add(v, BoxVerifySection, name, type=float)
+    for name in ("n", "rs_batch_size"):
+        _add(v, BoxVerifySection, name, type=int)
+    _add(v, BoxVerifySection, "l2_eps", nargs="+")
     _add(v, BoxVerifySection, "cluster", metavar="ADDRESS")
     _add(v, BoxVerifySection, "out", metavar="DIR")
     v.add_argument("--overwrite", action="store_true",

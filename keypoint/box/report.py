@@ -18,10 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from geo_rs import UserError
 from geo_rs.atomic import atomic_write, write_json, write_text
+
+from .rs import L2, RS_METHOD
 
 # The paper's Fig. 8, MNIST part (percent). The three ε columns of each perturbation are not legible in
 # our text copy of the paper (its grids: noise/brightness ε ∈ [0, 0.002], contrast ε ∈ [0, 0.2], 11 steps),
@@ -57,6 +60,12 @@ def load_results(run_dir: str | Path) -> dict:
     return results
 
 
+def _layout(results: dict) -> dict:
+    """The run's config with the report's rows and columns (``table``: methods incl. median smoothing,
+    perturbations incl. ``l2``); runs written before median smoothing have no ``table``."""
+    return {**results["config"], **results.get("table", {})}
+
+
 def _cba_lookup(results: dict) -> dict:
     return {(r["extension"], r["method"], r["perturbation"], r["eps"]): r for r in results["cba"]}
 
@@ -77,7 +86,7 @@ def _fmt_cell(c: dict | None) -> str:
 
 def cba_markdown(results: dict) -> str:
     """The CBA tables (one per perturbation, paper layout), the optimal-vanilla gap and the paper's rows."""
-    cfg = results["config"]
+    cfg = _layout(results)
     look = _cba_lookup(results)
     t = cfg["threshold"]
     lines = [
@@ -91,23 +100,31 @@ def cba_markdown(results: dict) -> str:
         head = "| extension | method | " + " | ".join(f"ε={_fmt_eps(e)}" for e in eps) + " |"
         sep = "|---|---|" + "---:|" * len(eps)
         lines += [f"## {pert}", "", head, sep]
+        methods = [RS_METHOD] if pert == L2 else cfg["methods"]  # the bound methods have no L2 column
         for ext in cfg["extensions"]:
-            for m in cfg["methods"]:
+            for m in methods:
                 cells = [look.get((ext, m, pert, e)) for e in eps]
                 vals = " | ".join(_fmt_cell(c) for c in cells)
                 lines.append(f"| {ext} | {m} | {vals} |")
         if {"vanilla", "optimal"} <= set(cfg["extensions"]):
-            for m in cfg["methods"]:
+            for m in methods:
                 gaps = []
                 for e in eps:
                     o, v = look.get(("optimal", m, pert, e)), look.get(("vanilla", m, pert, e))
                     gaps.append(f"{o['cba'] - v['cba']:+.1f}" if o and v else "–")
                 lines.append(f"| gap optimal − vanilla | {m} | " + " | ".join(gaps) + " |")
         if any((look.get((ext, m, pert, e)) or {}).get("n_unsupported") for ext in cfg["extensions"]
-               for m in cfg["methods"] for e in eps):
+               for m in methods for e in eps):
             lines += ["", "† some images could not be bounded with this method "
                       "(geo_rs.UnsupportedModelError); they count as not certified. "
                       "`unsupported`: none could."]
+        if RS_METHOD in cfg["methods"]:
+            notes = _rs_notes(results, pert, eps)
+            lines += notes[:1] if pert == L2 else []  # a table row: no blank line before it
+            lines += ["", *(notes[1:] if pert == L2 else notes)]
+        if pert == L2:
+            lines.append("")
+            continue
         lines += ["", "Paper (Fig. 8, MNIST, ~39 images; ε columns not legible in our copy, increasing):", ""]
         lines += ["| extension | method | col 1 | col 2 | col 3 |", "|---|---|---:|---:|---:|"]
         for (ext, m), row in PAPER_CBA_MNIST.items():
@@ -116,8 +133,33 @@ def cba_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_csv(results: dict, out: Path) -> tuple[Path, Path]:
+def _rs_notes(results: dict, pert: str, eps: list[float]) -> list[str]:
+    """What the median-smoothing row certifies, and the L2 / L∞ balls that contain each other."""
     cfg = results["config"]
+    d = int(results.get("input_dim") or 0)
+    root = math.sqrt(d) if d else float("nan")
+    common = (f"{RS_METHOD}: the *smoothed* detector (median box under N(0, σ²I), σ = {cfg['sigma']:g}, "
+              f"n = {cfg['n']}), certified with probability ≥ 1 − α = {1 - cfg['alpha']:g} jointly over "
+              f"the 4 corners; the bound methods certify the detector itself, deterministically.")
+    if pert == L2:
+        inside = " | ".join(f"{e / root:.3g}" for e in eps)
+        return [f"| L∞ ball inside (ε/√d) | | {inside} |",
+                f"Here ε is an **L2** radius (pixel intensity, d = {d} = C·H·W). The largest L∞ ball inside "
+                f"it has radius ε/√d (row above); the L∞ ball of radius ε needs the L2 ball ε·√d = "
+                f"{root:.4g}·ε. {common}"]
+    if pert == "contrast":
+        how = "r = ε·‖x‖₂ per image (c·x with |c − 1| ≤ ε moves x by at most ε‖x‖₂)"
+    else:
+        what = "‖δ‖∞ ≤ ε" if pert == "noise" else "one offset |b| ≤ ε on every pixel"
+        radii = " | ".join(f"{e * root:.3g}" for e in eps)
+        how = f"r = ε·√d = {root:.4g}·ε ({what}, d = {d}); r per column: {radii}"
+    return [f"L2 vs L∞: {RS_METHOD} certifies the L2 ball that contains this set, {how}; clamping "
+            f"keeps the clamped set inside it. So it is sound here but loose (the L2 ball is much larger). "
+            f"{common}"]
+
+
+def write_csv(results: dict, out: Path) -> tuple[Path, Path]:
+    cfg = _layout(results)
     look = _cba_lookup(results)
     cols = [(p, float(e)) for p in cfg["perturbations"] for e in cfg["eps"][p]]
     f = io.StringIO()
@@ -129,7 +171,7 @@ def write_csv(results: dict, out: Path) -> tuple[Path, Path]:
                                    for p, e in cols])
     wide = write_text(out / "cba.csv", f.getvalue())
     keys = ["extension", "method", "perturbation", "eps", "cba", "n", "n_unsupported", "mean_lower",
-            "mean_upper", "mean_time_box", "mean_time_iou"]
+            "mean_upper", "mean_time_box", "mean_time_iou", "n_abstain"]
     f = io.StringIO()
     w = csv.DictWriter(f, fieldnames=keys)
     w.writeheader()
@@ -144,7 +186,7 @@ def plot_envelopes(results: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = results["config"]
+    cfg = _layout(results)
     look = _cba_lookup(results)
     perts, methods = cfg["perturbations"], cfg["methods"]
     fig, axes = plt.subplots(len(methods), len(perts), figsize=(4.2 * len(perts), 3.2 * len(methods)),
@@ -186,7 +228,7 @@ def plot_times(results: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = results["config"]
+    cfg = _layout(results)
     look = _cba_lookup(results)
     perts = cfg["perturbations"]
     fig, axes = plt.subplots(1, len(perts), figsize=(4.4 * len(perts), 3.4), squeeze=False)
@@ -238,12 +280,20 @@ def merge_results(runs: list[dict]) -> dict:
         if r["config"]["threshold"] != base["config"]["threshold"]:
             raise UserError("cannot merge runs with different thresholds")
     cfgs = [r["config"] for r in runs]
-    methods = [m for m in METHODS if any(m in c["methods"] for c in cfgs)]
+    bound_cfgs = [c for c in cfgs if "bounds" in c.get("certifiers", ["bounds"])]
+    rs_cfgs = [c for c in cfgs if RS_METHOD in c.get("certifiers", [])]
+    if len({(c["sigma"], c["n"], c["alpha"]) for c in rs_cfgs}) > 1:
+        raise UserError(f"cannot merge {RS_METHOD} runs with different sigma, n or alpha")
+    methods = [m for m in METHODS if any(m in c["methods"] for c in bound_cfgs)]
     perts = [p for p in ("noise", "brightness", "contrast") if any(p in c["perturbations"] for c in cfgs)]
     eps = {p: sorted({float(e) for c in cfgs if p in c["perturbations"] for e in c["eps"][p]}) for p in perts}
     exts = [e for e in ("vanilla", "optimal") if all(e in c["extensions"] for c in cfgs)]
-    config = VerifyConfig(perturbations=perts, eps=eps, methods=methods, extensions=exts,
-                          threshold=base["config"]["threshold"], workers=1)
+    rs = {k: rs_cfgs[0][k] for k in ("sigma", "n", "alpha", "rs_batch_size")} if rs_cfgs else {}
+    l2_eps = sorted({float(e) for c in rs_cfgs for e in c.get("l2_eps", [])})
+    certifiers = (["bounds"] if bound_cfgs else []) + ([RS_METHOD] if rs_cfgs else [])
+    config = VerifyConfig(perturbations=perts, eps=eps, methods=methods or ["IBP"], extensions=exts,
+                          threshold=base["config"]["threshold"], workers=1, certifiers=certifiers,
+                          l2_eps=l2_eps, **rs)
     seen, records = set(), []
     for r in runs:
         for rec in r["records"]:
@@ -252,6 +302,8 @@ def merge_results(runs: list[dict]) -> dict:
                 seen.add(key)
                 records.append(rec)
     merged = {**base, "config": {**config.__dict__}, "records": records,
+              "table": {"methods": config.table_methods(), "perturbations": list(config.table_eps()),
+                        "eps": config.table_eps()},
               "cba": certified_box_accuracy(records, config), "unsupported": unsupported_pairs(records),
               "merged_from": len(runs)}
     return merged

@@ -38,11 +38,14 @@ import numpy as np
 from geo_rs import UserError
 from geo_rs.parallel import ExecOptions, ResultStore, Task, Unit, fingerprint, run_units
 
+from .rs import L2, RS_METHOD, rs_records
+
 if TYPE_CHECKING:  # torch is imported inside the functions: `geo-rs box --help` stays light
     import torch
     from torch import nn
 
 PERTURBATIONS = ("noise", "brightness", "contrast")
+CERTIFIERS = ("bounds", RS_METHOD)
 METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
 EXTENSIONS = ("vanilla", "optimal")
 # The paper's MNIST grids (Fig. 7): 11 values from 0.
@@ -75,8 +78,53 @@ class VerifyConfig:
     extensions: list[str] = field(default_factory=lambda: list(EXTENSIONS))
     threshold: float = 0.5
     workers: int = 2
+    certifiers: list[str] = field(default_factory=lambda: ["bounds"])
+    sigma: float = 0.25
+    n: int = 1000
+    alpha: float = 0.001
+    l2_eps: list[float] = field(default_factory=list)
+    rs_batch_size: int = 1000
+
+    @property
+    def uses_bounds(self) -> bool:
+        return "bounds" in self.certifiers
+
+    @property
+    def uses_rs(self) -> bool:
+        return RS_METHOD in self.certifiers
+
+    def table_methods(self) -> list[str]:
+        """Method rows of the report: the bound methods (certifier ``bounds``), then median smoothing."""
+        return (list(self.methods) if self.uses_bounds else []) + ([RS_METHOD] if self.uses_rs else [])
+
+    def table_eps(self) -> dict[str, list[float]]:
+        """ε grid per perturbation column of the report (``l2``: median smoothing's own L2 radii)."""
+        grid = {p: [float(e) for e in self.eps[p]] for p in self.perturbations}
+        if self.uses_rs and self.l2_eps:
+            grid[L2] = [float(e) for e in self.l2_eps]
+        return grid
+
+    def rs_grid(self) -> dict[str, list[float]]:
+        return self.table_eps() if self.uses_rs else {}
+
+    def _validate_rs(self) -> None:
+        from geo_rs import checks
+
+        unknown = [c for c in self.certifiers if c not in CERTIFIERS]
+        if unknown or not self.certifiers:
+            raise UserError(f"unknown certifier {unknown[0] if unknown else None!r}; choose from "
+                            f"{', '.join(CERTIFIERS)}")
+        checks.positive_finite("sigma", self.sigma, "pixel intensity")
+        checks.count("n", self.n, minimum=1)
+        checks.in_open_unit("alpha", self.alpha)
+        checks.count("rs_batch_size", self.rs_batch_size, minimum=1)
+        for e in self.l2_eps:
+            checks.non_negative_finite("l2_eps", e, "pixel intensity, L2")
+        if self.l2_eps and not self.uses_rs:
+            raise UserError(f"--l2-eps is a radius for --certifier {RS_METHOD}; add it to --certifier")
 
     def validate(self) -> None:
+        self._validate_rs()
         for p in self.perturbations:
             if p not in PERTURBATIONS:
                 raise UserError(f"unknown perturbation {p!r}; choose from {', '.join(PERTURBATIONS)}")
@@ -103,6 +151,13 @@ class VerifyConfig:
         """Hash of everything that changes a unit's result (not ``workers``)."""
         d = asdict(self)
         d.pop("workers")
+        if not self.uses_rs:  # runs without median smoothing keep their earlier fingerprint
+            for key in ("sigma", "n", "alpha", "l2_eps", "rs_batch_size"):
+                d.pop(key)
+            if self.certifiers == ["bounds"]:
+                d.pop("certifiers")
+        if not self.uses_bounds:
+            d.pop("methods")
         d["eps"] = {p: [float(e) for e in d["eps"][p]] for p in self.perturbations}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -221,9 +276,13 @@ def load_worker_state(model_bytes: bytes, config: dict) -> dict:
 
 
 def verify_work_unit(state: dict, unit: Unit) -> dict:
-    """One unit of :func:`run_verification`: payload ``(image index, perturbation, image, gt box)``."""
+    """One unit of :func:`run_verification`: payload ``(image index, perturbation, image, gt box)``;
+    perturbation :data:`RS_METHOD` runs median smoothing on every (perturbation, ε) of the image."""
     _, perturbation, image, gt = unit.payload
-    return {"records": verify_unit(state["model"], image, gt, perturbation, state["config"])}
+    config = state["config"]
+    if perturbation == RS_METHOD:
+        return {"records": rs_records(state["model"], image, gt, config.rs_grid(), config, unit.seed)}
+    return {"records": verify_unit(state["model"], image, gt, perturbation, config)}
 
 
 def _unit_id(i: int, perturbation: str) -> str:
@@ -274,9 +333,11 @@ def run_verification(
     cfg_fp, model_fp = config.fingerprint(), model_fingerprint(model)
     describe = {k: v for k, v in asdict(config).items() if k != "workers"} | {"model": model_fp}
     store = ResultStore(out_dir, fingerprint(cfg_fp, model_fp), describe=describe, overwrite=overwrite)
-    units = [Unit(_unit_id(i, pert), payload=(i, pert, images[i], boxes[i]),
+    kinds = (list(config.perturbations) if config.uses_bounds else []) \
+        + ([RS_METHOD] if config.uses_rs else [])
+    units = [Unit(_unit_id(i, kind), payload=(i, kind, images[i], boxes[i]),
                   fingerprint=_hash_tensor(images[i], boxes[i]))
-             for i in range(len(images)) for pert in config.perturbations]
+             for i in range(len(images)) for kind in kinds]
     buf = io.BytesIO()
     torch.save(model.cpu() if _device_of(model).type == "cpu" else model, buf)
     task = Task(verify_work_unit, load_worker_state, (buf.getvalue(), asdict(config)))
@@ -290,6 +351,9 @@ def run_verification(
     clean_iou = box_iou(clean.double(), boxes.double())
     results = {
         "config": asdict(config),
+        "table": {"methods": config.table_methods(), "perturbations": list(config.table_eps()),
+                  "eps": config.table_eps()},
+        "input_dim": int(images[0].numel()),
         "fingerprints": {"config": cfg_fp, "model": model_fp},
         "model": model_info or {"class": type(model).__name__},
         "n_images": len(images),
@@ -331,10 +395,11 @@ def certified_box_accuracy(records: list[dict], config: VerifyConfig) -> list[di
         return float(np.mean(values)) if values else None
 
     rows = []
+    grid = config.table_eps()
     for ext in config.extensions:
-        for method in config.methods:
-            for pert in config.perturbations:
-                for eps in config.eps[pert]:
+        for method in config.table_methods():
+            for pert in grid:
+                for eps in grid[pert]:
                     g = groups.get((method, pert, float(eps)), [])
                     if not g:
                         continue
@@ -347,5 +412,6 @@ def certified_box_accuracy(records: list[dict], config: VerifyConfig) -> list[di
                         "mean_upper": mean([r[ext]["upper"] for r in ok]),
                         "mean_time_box": mean([r["time_box"] for r in ok]),
                         "mean_time_iou": mean([r[ext]["time"] for r in ok]),
+                        "n_abstain": sum(bool(r.get("abstain")) for r in ok),
                     })
     return rows

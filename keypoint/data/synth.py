@@ -78,6 +78,8 @@ _TEMPLATES: dict[str, np.ndarray] = {
     "chair": np.array([[-0.5, -1.0], [-0.5, 0.1], [0.6, 0.1], [0.6, 1.0], [-0.5, 1.0]]),
     "runway": np.array([[-0.3, -1.0], [0.3, -1.0], [0.8, 1.0], [-0.8, 1.0], [0.0, -1.0], [0.0, 1.0]]),
     "star": _star_template(),
+    "airstrip": np.array([[-0.3, -1.0], [0.3, -1.0], [0.8, 1.0], [-0.8, 1.0], [0.0, -1.0], [0.0, 1.0],
+                          [-0.55, 0.0], [0.55, 0.0]]),
 }
 
 CATEGORIES: tuple[Category, ...] = (
@@ -91,6 +93,17 @@ CATEGORIES: tuple[Category, ...] = (
              ((0, 5), (5, 1), (1, 6), (6, 2), (2, 7), (7, 3), (3, 8), (8, 4), (4, 9), (9, 0)),
              (0.08,) * 10),
 )
+
+# Extra categories: generated only when a SynthConfig asks for their id (``category_ids=(5,)``); not
+# part of the default layout, so models and datasets built on CATEGORIES are unchanged.
+# ``airstrip`` (8 keypoints): the runway trapezoid plus the ends of a mid-length cross bar — the
+# verification detector's category (configs/keypoint/verify_heatmap.yaml).
+AIRSTRIP = Category(5, "airstrip", ("far_left", "far_right", "near_right", "near_left", "far_centre",
+                                    "near_centre", "mid_left", "mid_right"),
+                    ((0, 4), (4, 1), (1, 7), (7, 2), (2, 5), (5, 3), (3, 6), (6, 0), (4, 5), (6, 7)),
+                    (0.08,) * 8)
+EXTRA_CATEGORIES: tuple[Category, ...] = (AIRSTRIP,)
+ALL_CATEGORIES: tuple[Category, ...] = CATEGORIES + EXTRA_CATEGORIES
 
 
 def category_by_id(categories: tuple[Category, ...] | list[Category], category_id: int) -> Category:
@@ -175,8 +188,8 @@ class SynthConfig(Schema):
                                   "visibility 0, as COCO")
     num_distractors: list[StrictInt] = setting([1, 4], "range of keypoint-free shapes under the objects",
                                                "shapes", strict=False)
-    category_ids: list[StrictInt] = setting([1, 2, 3, 4], "categories drawn (ids of CATEGORIES)",
-                                            strict=False)
+    category_ids: list[StrictInt] = setting([1, 2, 3, 4],
+                                            "categories drawn (CATEGORIES ids; 5: airstrip)", strict=False)
     noise: float = setting(0.03, "σ of the pixel noise", "intensity (0..1)", ge=0, le=1)
 
     @model_validator(mode="after")
@@ -189,7 +202,7 @@ class SynthConfig(Schema):
             v = getattr(self, name)
             if len(v) != 2 or not lo <= v[0] <= v[1] or (name == "occluder_size" and v[0] <= 0):
                 raise ValueError(f"{name} must be a range [low, high] with {lo} < low <= high, got {v}")
-        known = {c.id for c in CATEGORIES}
+        known = {c.id for c in ALL_CATEGORIES}
         bad = [c for c in self.category_ids if c not in known]
         if bad or not self.category_ids:
             raise ValueError(f"category_ids must be a non-empty subset of {sorted(known)}, "
@@ -294,6 +307,9 @@ def _object_parts(name: str, kp: np.ndarray, scale: float) -> list[np.ndarray]:
         return [_bar(kp[a], kp[b], hw) for a, b in ((0, 1), (1, 2), (2, 3), (1, 4))]
     if name == "runway":
         return [kp[:4], _bar(kp[4] + (kp[5] - kp[4]) * 0.1, kp[5] - (kp[5] - kp[4]) * 0.1, 0.03 * scale)]
+    if name == "airstrip":
+        centre_line = _bar(kp[4] + (kp[5] - kp[4]) * 0.1, kp[5] - (kp[5] - kp[4]) * 0.1, 0.03 * scale)
+        return [kp[:4], centre_line, _bar(kp[6], kp[7], 0.05 * scale)]
     if name == "star":
         ring = np.stack([kp[i // 2] if i % 2 == 0 else kp[5 + i // 2] for i in range(10)])
         return [ring]
@@ -350,7 +366,7 @@ def generate_sample(seed: int | np.random.Generator, config: SynthConfig | None 
             centre = prev[1] + offset * rng.random(2)
             scale = prev[2] * rng.uniform(0.8, 1.2)
         else:
-            cat = category_by_id(CATEGORIES, int(rng.choice(cfg.category_ids)))
+            cat = category_by_id(ALL_CATEGORIES, int(rng.choice(cfg.category_ids)))
             if rng.random() < cfg.truncation_rate:
                 # Centre within ~half an object of the border: part of it leaves the image.
                 side = rng.integers(4)
