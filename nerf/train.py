@@ -48,6 +48,7 @@ def prepare_data(cfg: NerfConfig, out_dir: Path) -> Path:
             "views": cfg.scene_views,
             "res": cfg.scene_res,
             "test": cfg.scene_test_views,
+            "seed": cfg.seed,  # the val/test camera directions depend on it
         }
         stamp_file = root / "make_scene.json"
         if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
