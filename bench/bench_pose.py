@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rtol", type=float, default=0.25, help="bound search tolerance (default 0.25)")
     parser.add_argument(
-        "--time-limit", type=float, default=10.0, help="bound search budget per image, s (0: none; default 10)"
+        "--time-limit", type=float, default=10.0,
+        help="bound search budget per image, s (0: none; default 10)",
     )
     parser.add_argument(
         "--max-boxes", type=int, default=200_000,

@@ -269,7 +269,8 @@ def solve_pnp(
     # owner is sorted (np.repeat): each item's starts are one slice (a mask per item was O(B²))
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in per_item])])
     poses = [
-        candidates[offsets[i] + int(np.argmin(errors[offsets[i] : offsets[i + 1]]))] for i in range(len(batch))
+        candidates[offsets[i] + int(np.argmin(errors[offsets[i] : offsets[i + 1]]))]
+        for i in range(len(batch))
     ]
     return poses if pts2.ndim == 3 else poses[0]
 

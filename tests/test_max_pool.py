@@ -40,11 +40,11 @@ def test_module_paths_and_fallbacks():
     ref = x.clone().requires_grad_(True)
     nn.MaxPool2d(2)(ref).sum().backward()
     assert torch.equal(leaf.grad, ref.grad)
-    for overlapping in (FastMaxPool2d(3, stride=2), FastMaxPool2d(2, padding=1), FastMaxPool2d(2, ceil_mode=True)):
+    for pool in (FastMaxPool2d(3, stride=2), FastMaxPool2d(2, padding=1), FastMaxPool2d(2, ceil_mode=True)):
+        plain = nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding, ceil_mode=pool.ceil_mode)
         with torch.no_grad():
-            assert not overlapping._branch_free(x)
-            assert torch.equal(overlapping(x), nn.MaxPool2d(overlapping.kernel_size, overlapping.stride,
-                                                           overlapping.padding, ceil_mode=overlapping.ceil_mode)(x))
+            assert not pool._branch_free(x)
+            assert torch.equal(pool(x), plain(x))
 
 
 def test_bounds_engine_sees_a_max_pool():

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from geo_rs import UserError
-from geo_rs.max_pool import FastMaxPool2d
 from geo_rs.atomic import torch_save, write_json
 from geo_rs.checks import json_object
+from geo_rs.max_pool import FastMaxPool2d
 
 CANVAS = 90  # the paper's canvas side (pixels)
 
