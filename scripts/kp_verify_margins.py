@@ -9,7 +9,6 @@ interval level (CROWN-IBP on the differences), on the first N validation crops.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -21,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from keypoint.verify.detector import DataSection, load_detector, make_crops  # noqa: E402
 from keypoint.verify.reachable import engine_bounds, flat_model, float_margin, interval_reach  # noqa: E402
 from keypoint.verify.run import make_perturbation  # noqa: E402
+from keypoint.verify.wrappers import in_dtype  # noqa: E402
 
 
 def margins(model, images, name: str, eps: float, float32: str) -> dict:
     pert = make_perturbation(name, eps)
-    if float32 == "float64":  # the float64 deployment: its own margin, its own clean argmax
-        model = copy.deepcopy(model).double().eval()
-        images = [x.double() for x in images]
+    # the float64 deployment: its own margin, its own clean argmax
+    model, images = in_dtype(model, images, torch.float64 if float32 == "float64" else torch.float32)
     net = flat_model(model)
     gaps, widths, fms, cands = [], [], [], []
     for x in images:

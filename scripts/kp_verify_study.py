@@ -13,7 +13,6 @@ Writes ``OUT/study.json`` and the Markdown table ``keypoint/VERIFY_STUDY.md`` (`
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -101,9 +100,9 @@ def attack_certified(model, images, records: list[dict], n_samples: int, seed: i
 def attacked_model(model, images: list, float32: str) -> tuple:
     """The model (and images) whose certificates are attacked: a float64 copy for ``--float32 float64``
     (what those certificates cover), else the float32 model."""
-    if float32 != "float64":
-        return model, images
-    return copy.deepcopy(model).double().eval(), [x.double() for x in images]
+    from keypoint.verify.wrappers import in_dtype
+
+    return in_dtype(model, images, torch.float64 if float32 == "float64" else torch.float32)
 
 
 def _spec_text(described: str) -> str:

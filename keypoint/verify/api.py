@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import io
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from .attack import Hit, argmax_uv, attack_assignment
 from .milp import MilpOutcome, solve_rows, spec_rows
 from .reachable import LEVELS, ReachableHeatmaps, add_exact_encoding, check_exact_supported, compute_reach
 from .spec import KeypointSpec
-from .wrappers import HeatmapsOf
+from .wrappers import HeatmapsOf, in_dtype
 
 METHODS = ("coupled", "decoupled")
 BOUND_METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
@@ -199,10 +198,7 @@ def prepare(model: nn.Module, image: Tensor, perturbation, dtype: torch.dtype = 
     if not isinstance(image, Tensor) or image.dim() != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise UserError(f"image must be a (C, H, W) tensor, got {shape}")
-    x = image_batch("image", image.detach().float()[None].cpu()).to(dtype)
-    model = model.eval()
-    if dtype != torch.float32:
-        model = copy.deepcopy(model).to(dtype).eval()
+    model, (x,) = in_dtype(model.eval(), [image_batch("image", image.detach().float()[None].cpu())], dtype)
     try:
         with torch.no_grad():
             out = model(x)

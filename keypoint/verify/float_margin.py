@@ -63,8 +63,7 @@ class FloatMargin:
     @property
     def allowance(self) -> np.ndarray:
         """Float64 rounding of the bound engine's own computation (CROWN sums ``terms`` products)."""
-        n = max(self.terms, 1)
-        return 2 * (n * U64 / (1 - n * U64)) * self.mag + 1e-300
+        return engine_rounding(self.terms, self.mag)
 
     def output(self) -> np.ndarray:
         """Total widening per output."""
@@ -113,10 +112,11 @@ class _Mismatch(Exception):
     """Engine bounds that do not line up with the walk (count, shape, or an empty intersection)."""
 
 
-def _engine_allowance(s: _State) -> Tensor:
-    """Float64 rounding of the engine's own interval pass up to here (as :attr:`FloatMargin.allowance`)."""
-    n = max(s.terms, 1)
-    return 2 * (n * U64 / (1 - n * U64)) * s.mag + 1e-300
+def engine_rounding(terms: int, mag):
+    """Float64 rounding of the bound engine's own sums of ``terms`` products of magnitude ``mag``
+    (Higham's γ_n, twice for margin): :attr:`FloatMargin.allowance`, and the engine's bounds met mid-walk."""
+    n = max(terms, 1)
+    return 2 * (n * U64 / (1 - n * U64)) * mag + 1e-300
 
 
 def _tighten(s: _State, bound: tuple[Tensor, Tensor] | None) -> _State:
@@ -128,7 +128,7 @@ def _tighten(s: _State, bound: tuple[Tensor, Tensor] | None) -> _State:
     lo_r, hi_r = (t.detach().to(device="cpu", dtype=torch.float64) for t in bound)
     if lo_r.shape != s.lo.shape or hi_r.shape != s.hi.shape:
         raise _Mismatch(f"engine bounds {tuple(lo_r.shape)} for an activation {tuple(s.lo.shape)}")
-    a = _engine_allowance(s)
+    a = engine_rounding(s.terms, s.mag)
     lo = torch.maximum(s.lo, lo_r - s.dev - a)
     hi = torch.minimum(s.hi, hi_r + s.dev + a)
     if bool((lo > hi).any()):  # two sound enclosures of the same values cannot be disjoint

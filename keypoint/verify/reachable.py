@@ -137,9 +137,6 @@ def flat_model(model: nn.Module) -> nn.Module:
 
 
 FLOAT32 = ("rigorous", "heuristic", "float64")
-# Which arithmetic a certificate covers, per float32 option (the heuristic one is downgraded to "real"
-# also when the structure is unknown: see float_margin).
-ARITHMETIC = {"rigorous": "float32", "float64": "float64", "heuristic": "real"}
 
 
 def float_margin(net: nn.Module, x: Tensor, perturbation, notes: list[str], float32: str = "rigorous"):

@@ -5,9 +5,20 @@ API) can recognise them without importing one another.
 """
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import Tensor, nn
 
-__all__ = ["FlatHeatmaps", "HeatmapsOf"]
+__all__ = ["FlatHeatmaps", "HeatmapsOf", "in_dtype"]
+
+
+def in_dtype(model: nn.Module, images: list[Tensor], dtype: torch.dtype) -> tuple[nn.Module, list[Tensor]]:
+    """The deployment a certificate covers: ``model`` and ``images`` as they are for float32, else an
+    eval-mode copy of the model and the images in ``dtype`` (the caller's model is left untouched)."""
+    if dtype == torch.float32:
+        return model, images
+    return copy.deepcopy(model).to(dtype).eval(), [x.to(dtype) for x in images]
 
 
 class HeatmapsOf(nn.Module):
