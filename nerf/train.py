@@ -83,6 +83,38 @@ def resolution_schedule(cfg: NerfConfig) -> list[tuple[float, int]]:
     return [(0.0, res[0])] + list(zip(fr, res[1:]))
 
 
+def training_progress(cfg: NerfConfig, step: int, train_time: float) -> float:
+    """Fraction of training done after ``step`` steps and ``train_time`` seconds, in [0, 1]."""
+    p = step / cfg.steps
+    if cfg.time_limit_s:
+        p = max(p, train_time / cfg.time_limit_s)
+    return min(1.0, p)
+
+
+def alpha_at(cfg: NerfConfig, progress: float) -> float:
+    """Occupancy sharpness α: ``alpha_start`` → ``alpha_end``, linear over ``alpha_ramp`` of training."""
+    ramp = max(1e-9, cfg.alpha_ramp)
+    return cfg.alpha_start + (cfg.alpha_end - cfg.alpha_start) * min(1.0, progress / ramp)
+
+
+def sigma_at(cfg: NerfConfig, progress: float, final_voxel: float) -> float:
+    """Training σ in world units: ``sigma_start_vox`` → ``sigma_vox`` (final voxels), geometric over
+    ``sigma_ramp`` of training, then constant — so the last part of training (and every output)
+    uses the final σ, the one the certificate is stated for."""
+    final = cfg.sigma_vox * final_voxel
+    if cfg.sigma_start_vox is None:
+        return final
+    t = min(1.0, progress / max(1e-9, cfg.sigma_ramp))
+    return final * (cfg.sigma_start_vox / cfg.sigma_vox) ** (1.0 - t)
+
+
+def set_schedules(field: RadianceField, cfg: NerfConfig, progress: float, final_voxel: float) -> None:
+    """α and σ of a smoothed field at ``progress`` (no-op for the plain model)."""
+    if cfg.model == "smoothed":
+        field.geometry.alpha = alpha_at(cfg, progress)
+        field.geometry.sigma_world = sigma_at(cfg, progress, final_voxel)
+
+
 def build_field(cfg: NerfConfig, bounds, res: int, final_voxel: float) -> RadianceField:
     spec = GridSpec.from_bounds(bounds[0], bounds[1], res)
     color_res = round(res * (cfg.color_res or cfg.grid_res) / cfg.grid_res)
@@ -122,7 +154,12 @@ def load_field(checkpoint: str | Path) -> tuple[RadianceField, dict, NerfConfig]
     cfg = validate_config(NerfConfig, payload["config"], where=f"{checkpoint} (saved config)")
     bounds = payload["bounds"]
     res = resolution_schedule(cfg)[payload["stage"]][1]
-    field = build_field(cfg, bounds, res, GridSpec.from_bounds(*bounds, cfg.grid_res).voxel)
+    final_voxel = GridSpec.from_bounds(*bounds, cfg.grid_res).voxel
+    field = build_field(cfg, bounds, res, final_voxel)
+    # σ and α are not parameters: without this a finished smoothed field would render with the
+    # schedule's starting (4-voxel) kernel instead of the one it was trained to at this step
+    set_schedules(field, cfg, training_progress(cfg, payload["step"], payload.get("train_time", 0.0)),
+                  final_voxel)
     try:
         field.load_state_dict(payload["field"])
     except RuntimeError as exc:
@@ -242,31 +279,11 @@ class Trainer:
         """Fraction of training done, in [0, 1]: by steps, or by time when ``time_limit_s`` is set and
         the clock runs out first — so schedules (α, lr, coarse-to-fine) complete within the budget on
         a slow or loaded machine (such runs are then not bit-reproducible)."""
-        p = (self.step if step is None else step) / self.cfg.steps
-        if self.cfg.time_limit_s:
-            p = max(p, self.train_time / self.cfg.time_limit_s)
-        return min(1.0, p)
-
-    def alpha_at(self, progress: float) -> float:
-        ramp = max(1e-9, self.cfg.alpha_ramp)
-        return self.cfg.alpha_start + (self.cfg.alpha_end - self.cfg.alpha_start) * min(1.0, progress / ramp)
-
-    def sigma_at(self, progress: float) -> float:
-        """Training σ in world units: ``sigma_start_vox`` → ``sigma_vox`` (final voxels), geometric over
-        ``sigma_ramp`` of training, then constant — so the last part of training (and every output)
-        uses the final σ, the one the certificate is stated for."""
-        final = self.cfg.sigma_vox * self.final_voxel
-        if self.cfg.sigma_start_vox is None:
-            return final
-        t = min(1.0, progress / max(1e-9, self.cfg.sigma_ramp))
-        return final * (self.cfg.sigma_start_vox / self.cfg.sigma_vox) ** (1.0 - t)
+        return training_progress(self.cfg, self.step if step is None else step, self.train_time)
 
     def _set_schedules(self) -> None:
         """α and σ of the smoothed field at the current progress (no-op for the plain model)."""
-        if self.cfg.model == "smoothed":
-            p = self.progress()
-            self.field.geometry.alpha = self.alpha_at(p)
-            self.field.geometry.sigma_world = self.sigma_at(p)
+        set_schedules(self.field, self.cfg, self.progress(), self.final_voxel)
 
     def _set_lr(self, progress: float) -> None:
         decay = self.cfg.lr_final_ratio**progress

@@ -15,7 +15,8 @@ from nerf.turntable import orbit_poses
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("nerf_render")
     scene = make_scene("sphere", root / "scene", views=4, res=16, val_views=0, test_views=1, gt_res=24)
-    cfg = load_config(None, data=str(scene), steps=20, grid_res=16, coarse_res=16, rays_per_batch=256,
+    # 60 steps: at 20 the field is still empty at its final σ and α (a checkpoint renders with those)
+    cfg = load_config(None, data=str(scene), steps=60, grid_res=16, coarse_res=16, rays_per_batch=256,
                       eval_every=1000, ckpt_every=1000, metric_points=500)
     trainer = Trainer(cfg, root / "run", quiet=True)
     trainer.run()

@@ -7,6 +7,7 @@ import torch
 
 from geo_rs.cli import main
 from nerf import Trainer, load_config, make_scene
+from nerf.train import alpha_at, load_field, sigma_at
 
 TINY = dict(
     scene_views=6,
@@ -108,7 +109,7 @@ def test_sigma_schedule_goes_coarse_to_fine_and_outputs_use_the_final_sigma(scen
                       **TINY)
     trainer = Trainer(cfg, tmp_path, quiet=True)
     voxel = trainer.final_voxel
-    sigmas = [trainer.sigma_at(p / 10) for p in range(11)]
+    sigmas = [sigma_at(cfg, p / 10, voxel) for p in range(11)]
     assert sigmas[0] == pytest.approx(4.0 * voxel) and sigmas[5] == pytest.approx(0.5 * voxel)
     assert all(a >= b for a, b in zip(sigmas, sigmas[1:])) and sigmas[-1] == pytest.approx(0.5 * voxel)
     geo = trainer.field.geometry
@@ -120,10 +121,18 @@ def test_sigma_schedule_goes_coarse_to_fine_and_outputs_use_the_final_sigma(scen
     ref = geo_rs.weak_sdf(geo.occupancy_grid().detach(), geo.sigma_final / geo.spec.voxel, geo.spec.voxel)
     torch.testing.assert_close(geo.level_grid().detach(), ref)
     assert not torch.allclose(geo.sdf_grid().detach(), ref)
+    # a checkpoint loads with the σ and α of its step (not the schedule's start): renders match training
+    trainer.save()
+    loaded = load_field(trainer.checkpoint_path)[0].geometry
+    expected = (sigma_at(cfg, trainer.progress(), voxel), alpha_at(cfg, trainer.progress()))
+    assert (loaded.sigma_world, loaded.alpha) == pytest.approx(expected)
+    assert 0.5 * voxel < loaded.sigma_world < 4.0 * voxel
     trainer.run()
     assert trainer.field.geometry.sigma_world == pytest.approx(geo.sigma_final)
     report = trainer.finalize()
     assert report["sigma_world"] == pytest.approx(0.5 * voxel) == report["sigma_world_rendered"]
+    loaded = load_field(trainer.checkpoint_path)[0].geometry
+    assert (loaded.sigma_world, loaded.alpha) == pytest.approx((geo.sigma_final, cfg.alpha_end))
     assert report["capture"]["normalization"]["method"] == "none"
     with pytest.raises(Exception, match="sigma_start_vox"):
         load_config(None, sigma_vox=1.0, sigma_start_vox=0.5)
