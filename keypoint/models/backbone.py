@@ -74,6 +74,13 @@ class Backbone(nn.Module):
                                      for lv in range(self.out_level, self.levels + 1))
         self.out_channels = out_channels or max(top, width * 2)
         self.head = conv_bn_relu(top, self.out_channels)
+        # One parameter-free nearest ×2 upsampling per top-down step (no state_dict entries: checkpoints
+        # are unchanged). The forward's divisibility check makes every step exactly ×2, so this is
+        # bit-identical to ``F.interpolate(y, size=feats[lv].shape[-2:])``; unlike that form (ONNX Resize
+        # with a runtime size), an integer-scale nn.Upsample is one the bound engine rewrites exactly
+        # (``geo_rs.bounds.lirpa_model.rewrite_upsample``), so keypoint verify can bound the detector.
+        self.upsample = nn.ModuleList(nn.Upsample(scale_factor=2, mode="nearest")
+                                      for _ in range(self.out_level, self.levels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
@@ -84,6 +91,6 @@ class Backbone(nn.Module):
             feats.append(stage(feats[-1]))
         y = self.lateral[-1](feats[-1])
         for lv in range(self.levels - 1, self.out_level - 1, -1):
-            up = F.interpolate(y, size=feats[lv].shape[-2:], mode="nearest")
+            up = self.upsample[lv - self.out_level](y)
             y = up + self.lateral[lv - self.out_level](feats[lv])
         return self.head(y)
