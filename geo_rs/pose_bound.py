@@ -183,8 +183,9 @@ def pose_error_bound(
         reference_pose: (R, t) or :class:`~geo_rs.Pose` the errors are measured against (e.g. ground truth).
         constraints: optional joint polytope ``(A, b)``: ``A @ u.reshape(-1) <= b`` (:class:`KeypointSet`).
         rtol: stop refining once every bound is within (1 + rtol) × the worst error found.
-        max_boxes, time_limit_s: search budget (default 60 s; None: no time limit); exhausting it
-            leaves a sound, looser bound (``converged`` False).
+        max_boxes, time_limit_s: search budget (default 60 s; None: no time limit), shared by the three
+            errors in turn (rotation, translation, camera position): what one leaves unused goes to the
+            next; exhausting it leaves a sound, looser bound (``converged`` False).
         grad_tol: gradient tolerance of a "stationary" pose (as in :func:`geo_rs.solve_pnp`).
         nominal_pose: pose at the set's centre, if already solved (default: :func:`geo_rs.solve_pnp`).
         targets: optional tolerances (rotation_deg, translation, camera_position), None entries ignored:
@@ -264,6 +265,7 @@ def _bound_branch(frame: PoseFrame, rtol: float, max_boxes: int, deadline: float
     lower = np.array([witness.rotation_deg, witness.translation, witness.camera_position])
     searches = [make_search(frame, q) for q in range(3)]
     results = []
+    used = 0  # boxes (and time) a search leaves unused go to the searches after it
     for q, (search, name) in enumerate(zip(searches, QUANTITIES, strict=True)):
         budget_end = (
             None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (3 - q)
@@ -273,9 +275,9 @@ def _bound_branch(frame: PoseFrame, rtol: float, max_boxes: int, deadline: float
             results.append(SearchResult(math.inf, float(lower[q]), cfg, 0, False, np.full(3, math.inf)))
             continue
         target = None if targets is None else float(targets[q])
-        results.append(
-            branch_and_bound(search, float(lower[q]), cfg, rtol, max_boxes // 3, budget_end, target)
-        )
+        boxes = max(1, (max_boxes - used) // (3 - q))
+        results.append(branch_and_bound(search, float(lower[q]), cfg, rtol, boxes, budget_end, target))
+        used += results[-1].boxes
     return tuple(searches), results, _first_order_estimates(frame)
 
 

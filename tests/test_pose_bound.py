@@ -124,6 +124,32 @@ def test_converse_box_budget_is_proved():
     assert any(not ok for _, ok in budget.tried)  # the bisection found a box it could not prove
 
 
+def test_box_budget_left_by_one_error_goes_to_the_next(monkeypatch):
+    import geo_rs.pose_bound as pb
+
+    calls = []
+
+    def recording(search, worst, cfg, rtol, max_boxes, *rest):
+        result = pb_original(search, worst, cfg, rtol, max_boxes, *rest)
+        calls.append((max_boxes, result.boxes, result.converged))
+        return result
+
+    pb_original = pb.branch_and_bound
+    monkeypatch.setattr(pb, "branch_and_bound", recording)
+    points, truth = SCENES["planar"]
+    u = project_points(points, truth, K)
+    bound = pose_error_bound(
+        points, (u - 0.5, u + 0.5), K, truth, rtol=0.5, max_boxes=3000, time_limit_s=None
+    )
+    assert len(calls) == 3 * bound.branches
+    budget = 3000 // bound.branches
+    used = 0
+    for q, (given, boxes, _) in enumerate(calls[:3]):
+        assert given == max(1, (budget - used) // (3 - q))  # what the earlier searches left, shared out
+        used += boxes
+    assert any(conv for *_, conv in calls[:2]) and calls[2][0] > budget // 3  # a converged search gave boxes
+
+
 def test_module_doctests():
     import doctest
 
