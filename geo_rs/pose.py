@@ -200,9 +200,13 @@ def opencv_starts(
     import cv2
 
     flags = [cv2.SOLVEPNP_IPPE, cv2.SOLVEPNP_SQPNP] if planar else [cv2.SOLVEPNP_SQPNP]
-    starts, fallback = [], None
+    starts, fallback, failures = [], None, []
     for flag in flags:
-        count, rvecs, tvecs, _ = cv2.solvePnPGeneric(pts3, pts2, k, None, flags=flag)
+        try:
+            count, rvecs, tvecs, _ = cv2.solvePnPGeneric(pts3, pts2, k, None, flags=flag)
+        except cv2.error as exc:  # e.g. SQPnP asserts when the 2D points (nearly) coincide
+            failures.append(" ".join(str(exc).split())[-120:])
+            continue
         for i in range(count):
             R, _ = cv2.Rodrigues(rvecs[i])
             t = tvecs[i].reshape(3)
@@ -210,7 +214,9 @@ def opencv_starts(
             if ((pts3 @ R.T + t)[:, 2] > 0).all():
                 starts.append((R, t))
     if not starts and fallback is None:
-        raise UserError("cv2.solvePnP found no pose for these keypoints")
+        spread = float(np.ptp(pts2, axis=0).max()) if len(pts2) else 0.0
+        why = f" (OpenCV: {failures[-1]})" if failures else ""
+        raise UserError(f"cv2.solvePnP found no pose for these keypoints: 2D spread {spread:.3g} px{why}")
     return starts or [fallback]
 
 

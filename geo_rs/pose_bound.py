@@ -72,6 +72,7 @@ from .pose import (
 )
 from .pose_attack import QUANTITIES, search_worst
 from .pose_frame import PoseFrame, build_frame
+from .pose_refine import refine_stationary_poses
 from .pose_search import SearchResult, branch_and_bound, make_search
 from .pose_sets import as_keypoint_set
 
@@ -98,6 +99,11 @@ class PoseErrorBound:
         branches: solution branches covered (2 when a planar target's second IPPE solution is close enough
             in reprojection error that the solver may pick it somewhere in the set; see the module doc).
         boxes: pose boxes evaluated; seconds: wall time.
+        outside_region: (rotation, translation, camera position) errors of stationary poses that the
+            witness search reached **outside** R₀ (0 where none was found). Non-zero means that some
+            configuration of the set has a stationary pose the bounds do not cover (a set too large for
+            R₀): the bounds still hold inside R₀, but a solver may return such a pose — see
+            :attr:`leaves_region`. The ``worst_*`` values count poses inside R₀ only.
     """
 
     rotation_deg: float
@@ -119,8 +125,14 @@ class PoseErrorBound:
     boxes: int
     seconds: float
     branches: int
+    outside_region: tuple[float, float, float]
     worst_configurations: dict = field(repr=False, compare=False)
     _branches: tuple = field(repr=False, compare=False)  # ((frame, searches), ...)
+
+    @property
+    def leaves_region(self) -> bool:
+        """Whether a stationary pose outside the search region was found for some configuration."""
+        return any(v > 0 for v in self.outside_region)
 
     @property
     def tightness(self) -> dict[str, float]:
@@ -183,8 +195,9 @@ def pose_error_bound(
         reference_pose: (R, t) or :class:`~geo_rs.Pose` the errors are measured against (e.g. ground truth).
         constraints: optional joint polytope ``(A, b)``: ``A @ u.reshape(-1) <= b`` (:class:`KeypointSet`).
         rtol: stop refining once every bound is within (1 + rtol) × the worst error found.
-        max_boxes, time_limit_s: search budget (default 60 s; None: no time limit); exhausting it
-            leaves a sound, looser bound (``converged`` False).
+        max_boxes, time_limit_s: search budget (default 60 s; None: no time limit), shared by the three
+            errors in turn (rotation, translation, camera position): what one leaves unused goes to the
+            next; exhausting it leaves a sound, looser bound (``converged`` False).
         grad_tol: gradient tolerance of a "stationary" pose (as in :func:`geo_rs.solve_pnp`).
         nominal_pose: pose at the set's centre, if already solved (default: :func:`geo_rs.solve_pnp`).
         targets: optional tolerances (rotation_deg, translation, camera_position), None entries ignored:
@@ -228,6 +241,7 @@ def pose_error_bound(
     bound = np.array([r.bound for r in results])
     worst = np.array([max(branch[2][q].worst for branch in per_branch) for q in range(3)])
     estimate = np.max([branch[3] for branch in per_branch], axis=0)
+    outside = np.max([branch[4] for branch in per_branch], axis=0)
     region_upper = np.max(
         [np.array([r.region_upper for r in branch[2]]).min(0) for branch in per_branch], axis=0
     )
@@ -253,6 +267,7 @@ def pose_error_bound(
         boxes=sum(r.boxes for branch in per_branch for r in branch[2]),
         seconds=time.perf_counter() - start_time,
         branches=len(per_branch),
+        outside_region=tuple(float(v) for v in outside),
         worst_configurations={n: r.worst_configuration for n, r in zip(QUANTITIES, results, strict=True)},
         _branches=tuple((branch[0], branch[1]) for branch in per_branch),
     )
@@ -260,23 +275,53 @@ def pose_error_bound(
 
 def _bound_branch(frame: PoseFrame, rtol: float, max_boxes: int, deadline: float | None, targets):
     """Witness search and the three branch-and-bound searches around one nominal pose."""
-    witness = search_worst(frame, rounds=3)
-    lower = np.array([witness.rotation_deg, witness.translation, witness.camera_position])
     searches = [make_search(frame, q) for q in range(3)]
+    lower, configs, outside = _witnesses_in_region(frame, searches, search_worst(frame, rounds=3))
     results = []
-    for q, (search, name) in enumerate(zip(searches, QUANTITIES, strict=True)):
+    used = 0  # boxes (and time) a search leaves unused go to the searches after it
+    for q, search in enumerate(searches):
         budget_end = (
             None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (3 - q)
         )
-        cfg = witness.configurations[name]
+        cfg = configs[q]
         if targets is not None and targets[q] is None:  # not asked: not searched
             results.append(SearchResult(math.inf, float(lower[q]), cfg, 0, False, np.full(3, math.inf)))
             continue
         target = None if targets is None else float(targets[q])
-        results.append(
-            branch_and_bound(search, float(lower[q]), cfg, rtol, max_boxes // 3, budget_end, target)
+        boxes = max(1, (max_boxes - used) // (3 - q))
+        results.append(branch_and_bound(search, float(lower[q]), cfg, rtol, boxes, budget_end, target))
+        used += results[-1].boxes
+    return tuple(searches), results, _first_order_estimates(frame), outside
+
+
+def _witnesses_in_region(frame: PoseFrame, searches, witness) -> tuple[np.ndarray, list, np.ndarray]:
+    """Split the witness search's worst configurations by where their stationary pose lies.
+
+    Inside R₀ they are lower bounds on what the search bounds (and its stopping threshold); outside,
+    they show that the set reaches stationary poses the bound does not speak about — reported as
+    ``outside_region``, replaced by the nominal pose (error at the set's centre) as the starting witness.
+    """
+    lower = np.zeros(3)
+    outside = np.zeros(3)
+    configs = []
+    nominal_errors = frame.errors(frame.nominal[None])[0].numpy()
+    for q, name in enumerate(QUANTITIES):
+        cfg = witness.configurations[name]
+        u = torch.from_numpy(np.ascontiguousarray(cfg))[None]
+        params, ok = refine_stationary_poses(
+            frame.Z_batch(1), frame.intr, u, frame.nominal[None], frame.grad_tol
         )
-    return tuple(searches), results, _first_order_estimates(frame)
+        # the pose re-solved here (not the search's batched value) is the one classified and reported
+        value = float(frame.errors(params)[0, q])
+        if bool(ok[0]) and all(search.contains(params[0]) for search in searches):
+            lower[q] = value
+            configs.append(cfg)
+            continue
+        if bool(ok[0]):  # a stationary pose outside R₀ (an unconverged refinement is no witness at all)
+            outside[q] = max(value, np.finfo(np.float64).tiny)  # > 0: "found one", even at zero error
+        lower[q] = nominal_errors[q]
+        configs.append(frame.kset.centre)
+    return lower, configs, outside
 
 
 def solution_branches(points: np.ndarray, kset, K: np.ndarray, grad_tol: float) -> list[Pose]:

@@ -36,7 +36,7 @@ __all__ = ["Search", "branch_and_bound", "make_search"]
 
 _BATCH = 64  # boxes split per round
 _WITNESS_EVERY, _WITNESSES = 3, 6  # every 3rd round, solve the 6 configurations behind the worst bounds
-_IRLS_ITERS = 30
+_IRLS_ITERS = 12  # more iterations were no tighter on the bench images (30: same or looser, 25 % slower)
 _REGION_SCALE, _REGION_PAD = 1.5, 1.0  # R₀ = 1.5 × the first-order solution set + 1 (whitened units)
 
 

@@ -13,7 +13,9 @@ object's 3D keypoints) and per ε:
 * verdict: ``certified`` when both bounds are within ``--max-rot-deg`` / ``--max-trans`` **and** the
   pose the pipeline reports (below) is one the proof covers (``PoseBound.covers``: inside the search
   region, stationary); ``not covered`` when the bounds are within tolerance but the solver's answer lies
-  outside the proved region (another local minimum: the bounds do not speak about it);
+  outside the proved region (another local minimum: the bounds do not speak about it), or when the
+  bound's witness search found a configuration of the set with a stationary pose outside the region
+  (``outside_region``: the set is too large for the region, so a solver may leave it);
   ``not certified`` otherwise, ``abstain`` when a keypoint set is unbounded (median smoothing ran out
   of order statistics) or, for ``milp``, the candidate file lists the image under ``omitted`` (the
   verifier gave it no set: ``reason`` "no certified keypoint set: …") — no pose statement is made then.
@@ -161,26 +163,33 @@ def _pose_dict(pose) -> dict:
 
 def bound_record(item: PoseInput, keypoint_set, centre: np.ndarray, settings: dict) -> dict:
     """The pose bound of one keypoint set (boxes or candidate lists) and its verdict."""
-    from geo_rs import pose_error_bound, rotation_error_deg, solve_pnp
+    from geo_rs import UserError, pose_error_bound, rotation_error_deg, solve_pnp
+    from geo_rs.pose import as_intrinsics, as_points_3d
 
     truth = (item.R, item.t)
     max_trans = (
         settings["max_trans"] if settings["max_trans"] is not None else 0.1 * float(np.linalg.norm(item.t))
     )
     t0 = time.perf_counter()
-    b = pose_error_bound(
-        item.points_3d,
-        keypoint_set,
-        item.K,
-        truth,
-        rtol=settings["rtol"],
-        time_limit_s=settings["time_limit"],
-    )
-    pose = solve_pnp(item.points_3d, centre, item.K)
+    as_points_3d(item.points_3d)  # bad 3D keypoints or K are input errors (exit 2), not a set's failure
+    as_intrinsics(item.K)
+    try:
+        b = pose_error_bound(
+            item.points_3d,
+            keypoint_set,
+            item.K,
+            truth,
+            rtol=settings["rtol"],
+            time_limit_s=settings["time_limit"],
+        )
+        pose = solve_pnp(item.points_3d, centre, item.K)
+    except UserError as exc:  # e.g. candidate sets that fill the heatmap: their centres coincide
+        return {"verdict": "abstain", "reason": f"no pose from this keypoint set: {exc}"}
     ok = b.rotation_deg <= settings["max_rot_deg"] and b.translation <= max_trans
-    covered = bool(b.covers(pose, centre))
+    # A certificate about poses the pipeline does not return would be a false one: the reported pose
+    # must be covered, and no configuration of the set may be known to reach a pose outside the region.
+    covered = bool(b.covers(pose, centre)) and not b.leaves_region
     return {
-        # A certificate about poses the pipeline does not return would be a false one.
         "verdict": ("certified" if covered else "not covered") if ok else "not certified",
         "rotation_deg": b.rotation_deg,
         "translation": b.translation,
@@ -196,7 +205,8 @@ def bound_record(item: PoseInput, keypoint_set, centre: np.ndarray, settings: di
         "pose": _pose_dict(pose),
         "pose_rotation_error_deg": rotation_error_deg(pose.R, item.R),
         "pose_translation_error": float(np.linalg.norm(pose.t - item.t)),
-        "solver_covered": covered,
+        "solver_covered": bool(b.covers(pose, centre)),
+        "outside_region": list(b.outside_region),
         "seconds": time.perf_counter() - t0,
     }
 

@@ -69,6 +69,7 @@ def test_bad_input_gives_one_line_user_errors():
         lambda: solve_pnp(CUBOID, u, np.array([[-300.0, 0, 64], [0, 300, 64], [0, 0, 1]])),
         lambda: solve_pnp(CUBOID, u[:7], K),  # shape mismatch
         lambda: solve_pnp(CUBOID * np.nan, u, K),
+        lambda: solve_pnp(CUBOID, np.zeros((8, 2)) + 30, K),  # coincident 2D points: OpenCV asserts
         lambda: pose_error_bound(CUBOID, (u + 1, u - 1), K, truth),  # lower > upper
         lambda: pose_error_bound(CUBOID, [u[i : i + 1] for i in range(7)], K, truth),  # 7 sets for 8 points
         lambda: pose_error_bound(CUBOID, [np.zeros((0, 2))] + [u[i : i + 1] for i in range(1, 8)], K, truth),

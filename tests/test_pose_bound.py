@@ -124,6 +124,49 @@ def test_converse_box_budget_is_proved():
     assert any(not ok for _, ok in budget.tried)  # the bisection found a box it could not prove
 
 
+def test_sets_too_large_for_the_region_say_so_and_worst_stays_below_the_bound():
+    # ±10 px around a cuboid 6 units away: the witness search reaches stationary poses outside R₀
+    points, truth = SCENES["cuboid"]
+    u = project_points(points, truth, K)
+    lo, hi = u - 10, u + 10
+    bound = pose_error_bound(points, (lo, hi), K, truth, max_boxes=6000, time_limit_s=None)
+    assert bound.leaves_region and max(bound.outside_region) > 0
+    worst = [bound.worst_rotation_deg, bound.worst_translation, bound.worst_camera_position]
+    assert (_bounds(bound) >= worst).all()
+    rng = np.random.default_rng(1)
+    configs = lo + rng.random((200, *u.shape)) * (hi - lo)
+    poses = solve_pnp(points, configs, K)
+    covered = [bound.covers(p, c) for p, c in zip(poses, configs, strict=True)]
+    errs = _errors(poses, truth)[np.array(covered)]
+    assert len(errs) and (errs <= _bounds(bound)).all()  # inside R₀ the bounds hold
+
+
+def test_box_budget_left_by_one_error_goes_to_the_next(monkeypatch):
+    import geo_rs.pose_bound as pb
+
+    calls = []
+
+    def recording(search, worst, cfg, rtol, max_boxes, *rest):
+        result = pb_original(search, worst, cfg, rtol, max_boxes, *rest)
+        calls.append((max_boxes, result.boxes, result.converged))
+        return result
+
+    pb_original = pb.branch_and_bound
+    monkeypatch.setattr(pb, "branch_and_bound", recording)
+    points, truth = SCENES["planar"]
+    u = project_points(points, truth, K)
+    bound = pose_error_bound(
+        points, (u - 0.5, u + 0.5), K, truth, rtol=0.5, max_boxes=3000, time_limit_s=None
+    )
+    assert len(calls) == 3 * bound.branches
+    budget = 3000 // bound.branches
+    used = 0
+    for q, (given, boxes, _) in enumerate(calls[:3]):
+        assert given == max(1, (budget - used) // (3 - q))  # what the earlier searches left, shared out
+        used += boxes
+    assert any(conv for *_, conv in calls[:2]) and calls[2][0] > budget // 3  # a converged search gave boxes
+
+
 def test_module_doctests():
     import doctest
 

@@ -129,6 +129,28 @@ def test_pose_bound_milp_candidate_file_is_sound_on_enumerated_configurations(po
         assert np.linalg.norm(pose.t - cam.t) <= rec["translation"] + 1e-9
 
 
+def test_pose_bound_milp_sets_beyond_the_region_or_degenerate_are_never_certified(posed, tmp_path):
+    from keypoint.data.posed import load_posed
+
+    data, _, _ = load_posed(posed["data"], load_images=False)
+    s0, s1 = data.samples[:2]
+    grid = [(dx, dy) for dx in (-12, 0, 12) for dy in (-12, 0, 12)]
+    wide = [[[x + dx, y + dy] for dx, dy in grid] for x, y in s0.annotations[0].keypoints.tolist()]
+    same = [[[30.0, 30.0], [31.0, 31.0]] for _ in s1.annotations[0].keypoints]  # centres coincide
+    path = tmp_path / "cands.json"
+    path.write_text(json.dumps({"eps": 0.01, "images": [{"image_id": s0.image_id, "candidates": wide},
+                                                        {"image_id": s1.image_id, "candidates": same}]}))
+    args = ["keypoint", "pose-bound", str(posed["ckpt"]), "--data", str(posed["data"]), "--certifier", "milp",
+            "--candidates", str(path), "--time-limit", "3", "--max-rot-deg", "180", "--max-trans", "1e9",
+            "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    by_id = {im["image_id"]: im["records"][0] for im in res["images"]}
+    wide_rec, same_rec = by_id[s0.image_id], by_id[s1.image_id]
+    assert max(wide_rec["outside_region"]) > 0 and wide_rec["verdict"] == "not covered"
+    assert same_rec["verdict"] == "abstain" and "2D spread" in same_rec["reason"]
+
+
 def test_box_verify_median_smoothing_row(tmp_path, capsys):
     model = tmp_path / "m.pt"
     assert main(["box", "train", "--out", str(model), "--epochs", "1", "--n-train", "16", "--n-eval", "2",
