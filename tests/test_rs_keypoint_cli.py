@@ -129,6 +129,17 @@ def test_pose_bound_milp_candidate_file_is_sound_on_enumerated_configurations(po
         assert np.linalg.norm(pose.t - cam.t) <= rec["translation"] + 1e-9
 
 
+def _pose_bound_milp(posed, tmp_path, doc: dict, *extra: str) -> dict:
+    """Run ``pose-bound --certifier milp`` on the candidate file ``doc``; its first record per image id."""
+    path = tmp_path / "cands.json"
+    path.write_text(json.dumps(doc))
+    args = ["keypoint", "pose-bound", str(posed["ckpt"]), "--data", str(posed["data"]), "--certifier", "milp",
+            "--candidates", str(path), "--out", str(tmp_path / "o"), "--quiet", *extra]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    return {im["image_id"]: im["records"][0] for im in res["images"]}
+
+
 def test_pose_bound_milp_sets_beyond_the_region_or_degenerate_are_never_certified(posed, tmp_path):
     from keypoint.data.posed import load_posed
 
@@ -137,15 +148,10 @@ def test_pose_bound_milp_sets_beyond_the_region_or_degenerate_are_never_certifie
     grid = [(dx, dy) for dx in (-12, 0, 12) for dy in (-12, 0, 12)]
     wide = [[[x + dx, y + dy] for dx, dy in grid] for x, y in s0.annotations[0].keypoints.tolist()]
     same = [[[30.0, 30.0], [31.0, 31.0]] for _ in s1.annotations[0].keypoints]  # centres coincide
-    path = tmp_path / "cands.json"
-    path.write_text(json.dumps({"eps": 0.01, "images": [{"image_id": s0.image_id, "candidates": wide},
-                                                        {"image_id": s1.image_id, "candidates": same}]}))
-    args = ["keypoint", "pose-bound", str(posed["ckpt"]), "--data", str(posed["data"]), "--certifier", "milp",
-            "--candidates", str(path), "--time-limit", "3", "--max-rot-deg", "180", "--max-trans", "1e9",
-            "--out", str(tmp_path / "o"), "--quiet"]
-    assert main(args) == 0
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
-    by_id = {im["image_id"]: im["records"][0] for im in res["images"]}
+    doc = {"eps": 0.01, "images": [{"image_id": s0.image_id, "candidates": wide},
+                                   {"image_id": s1.image_id, "candidates": same}]}
+    by_id = _pose_bound_milp(posed, tmp_path, doc, "--time-limit", "3", "--max-rot-deg", "180",
+                             "--max-trans", "1e9")
     wide_rec, same_rec = by_id[s0.image_id], by_id[s1.image_id]
     assert max(wide_rec["outside_region"]) > 0 and wide_rec["verdict"] == "not covered"
     assert same_rec["verdict"] == "abstain" and "2D spread" in same_rec["reason"]
@@ -400,14 +406,8 @@ def test_verify_candidates_drive_pose_bound_and_omitted_images_abstain(posed, tm
     # an image the verifier gave no set (as it lists one whose stride is not integral): no pose statement
     doc["images"] = [first]
     doc["omitted"] = [{"image_id": second["image_id"], "annotation": 0, "reason": "stride not integral"}]
-    path = tmp_path / "cands.json"
-    path.write_text(json.dumps(doc))
-    args = ["keypoint", "pose-bound", str(posed["ckpt"]), "--data", str(posed["data"]), "--certifier", "milp",
-            "--candidates", str(path), "--time-limit", "2", "--max-rot-deg", "90", "--figures", "2",
-            "--out", str(tmp_path / "o"), "--quiet"]
-    assert main(args) == 0
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
-    by_id = {im["image_id"]: im["records"][0] for im in res["images"]}
+    by_id = _pose_bound_milp(posed, tmp_path, doc, "--time-limit", "2", "--max-rot-deg", "90",
+                             "--figures", "2")
     assert set(by_id) == {first["image_id"], second["image_id"]}
     omitted = by_id[second["image_id"]]
     assert omitted["verdict"] == "abstain"
@@ -415,6 +415,7 @@ def test_verify_candidates_drive_pose_bound_and_omitted_images_abstain(posed, tm
     rec = by_id[first["image_id"]]
     assert rec["candidates"] == first["candidates"] and rec["eps"] == 1e-6
     assert rec["set_notes"] == first["notes"]  # e.g. float32 bounded heuristically: carried along
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["summary"][0]["abstain"] == 0.5
     summary = (tmp_path / "o" / "summary.md").read_text()
     assert "ε (brightness)" in summary
