@@ -188,7 +188,8 @@ def bound_record(item: PoseInput, keypoint_set, centre: np.ndarray, settings: di
     ok = b.rotation_deg <= settings["max_rot_deg"] and b.translation <= max_trans
     # A certificate about poses the pipeline does not return would be a false one: the reported pose
     # must be covered, and no configuration of the set may be known to reach a pose outside the region.
-    covered = bool(b.covers(pose, centre)) and not b.leaves_region
+    solver_covered = bool(b.covers(pose, centre))
+    covered = solver_covered and not b.leaves_region
     return {
         "verdict": ("certified" if covered else "not covered") if ok else "not certified",
         "rotation_deg": b.rotation_deg,
@@ -205,7 +206,7 @@ def bound_record(item: PoseInput, keypoint_set, centre: np.ndarray, settings: di
         "pose": _pose_dict(pose),
         "pose_rotation_error_deg": rotation_error_deg(pose.R, item.R),
         "pose_translation_error": float(np.linalg.norm(pose.t - item.t)),
-        "solver_covered": bool(b.covers(pose, centre)),
+        "solver_covered": solver_covered,
         "outside_region": list(b.outside_region),
         "seconds": time.perf_counter() - t0,
     }
