@@ -2,7 +2,7 @@
 
 Both runs use configs/nerf_lego.yaml (100×100 px — or ``--scene-res`` — 100 training views, 20 test
 views, same grid, colour model, rays, steps and time budget); only ``model`` differs (the smoothed
-field's σ schedule 4 → 0.5 final voxels is part of that config; the plain model ignores it). Prints
+field's σ schedule 2 → 0.5 final voxels and α 4 → 12 are part of that config; plain ignores them). Prints
 test PSNR/SSIM, training wall and CPU time and the mesh metrics side by side, with ratios against the
 plain baseline, and checks the targets: smoothed PSNR ≥ plain PSNR − 0.1 dB and F-score ≥ plain + 0.1
 (issue 15), PSNR ≥ 28 dB, Chamfer-L1 ≤ 1 % of the bbox diagonal, F-score@1 % ≥ 0.9 (issue 9). Writes
